@@ -1,0 +1,382 @@
+//! Providers, keys, routes and client tokens as both planes use them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::{InvalidResource, Secret, validate_base_url, validate_key_secret, validate_model_pattern};
+use super::{validate_provider_name, validate_token_name};
+use crate::pb;
+
+/// The kind of upstream a provider speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderType {
+    Gemini,
+    OpenAi,
+    Anthropic,
+    VertexExpress,
+    Mock,
+}
+
+impl ProviderType {
+    pub const ALL: [ProviderType; 5] = [
+        ProviderType::Gemini,
+        ProviderType::OpenAi,
+        ProviderType::Anthropic,
+        ProviderType::VertexExpress,
+        ProviderType::Mock,
+    ];
+
+    /// The name operators type: `gemini`, `openai`, `anthropic`, `vertex-express`, `mock`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderType::Gemini => "gemini",
+            ProviderType::OpenAi => "openai",
+            ProviderType::Anthropic => "anthropic",
+            ProviderType::VertexExpress => "vertex-express",
+            ProviderType::Mock => "mock",
+        }
+    }
+
+    /// The base URL used when an operator gives none. Empty for `mock`, which answers locally.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ProviderType::Gemini => "https://generativelanguage.googleapis.com",
+            ProviderType::OpenAi => "https://api.openai.com/v1",
+            ProviderType::Anthropic => "https://api.anthropic.com",
+            ProviderType::VertexExpress => "https://aiplatform.googleapis.com",
+            ProviderType::Mock => "",
+        }
+    }
+
+    pub fn to_pb(self) -> pb::ProviderType {
+        match self {
+            ProviderType::Gemini => pb::ProviderType::Gemini,
+            ProviderType::OpenAi => pb::ProviderType::Openai,
+            ProviderType::Anthropic => pb::ProviderType::Anthropic,
+            ProviderType::VertexExpress => pb::ProviderType::VertexExpress,
+            ProviderType::Mock => pb::ProviderType::Mock,
+        }
+    }
+
+    /// From the wire's enum number; `None` for unspecified or unknown numbers.
+    pub fn from_pb(value: i32) -> Option<Self> {
+        match pb::ProviderType::try_from(value).ok()? {
+            pb::ProviderType::Unspecified => None,
+            pb::ProviderType::Gemini => Some(ProviderType::Gemini),
+            pb::ProviderType::Openai => Some(ProviderType::OpenAi),
+            pb::ProviderType::Anthropic => Some(ProviderType::Anthropic),
+            pb::ProviderType::VertexExpress => Some(ProviderType::VertexExpress),
+            pb::ProviderType::Mock => Some(ProviderType::Mock),
+        }
+    }
+}
+
+impl fmt::Display for ProviderType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProviderType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase().replace('_', "-");
+        ProviderType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == lower)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ProviderType::ALL.iter().map(|t| t.as_str()).collect();
+                format!("unknown provider type {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// The control plane's decision about a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyState {
+    Active,
+    Cooling,
+    Exhausted,
+    Failing,
+    Invalid,
+    Disabled,
+}
+
+impl KeyState {
+    pub const ALL: [KeyState; 6] = [
+        KeyState::Active,
+        KeyState::Cooling,
+        KeyState::Exhausted,
+        KeyState::Failing,
+        KeyState::Invalid,
+        KeyState::Disabled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Cooling => "cooling",
+            KeyState::Exhausted => "exhausted",
+            KeyState::Failing => "failing",
+            KeyState::Invalid => "invalid",
+            KeyState::Disabled => "disabled",
+        }
+    }
+
+    pub fn to_pb(self) -> pb::KeyState {
+        match self {
+            KeyState::Active => pb::KeyState::Active,
+            KeyState::Cooling => pb::KeyState::Cooling,
+            KeyState::Exhausted => pb::KeyState::Exhausted,
+            KeyState::Failing => pb::KeyState::Failing,
+            KeyState::Invalid => pb::KeyState::Invalid,
+            KeyState::Disabled => pb::KeyState::Disabled,
+        }
+    }
+
+    /// From the wire's enum number; `None` for unspecified or unknown numbers.
+    pub fn from_pb(value: i32) -> Option<Self> {
+        match pb::KeyState::try_from(value).ok()? {
+            pb::KeyState::Unspecified => None,
+            pb::KeyState::Active => Some(KeyState::Active),
+            pb::KeyState::Cooling => Some(KeyState::Cooling),
+            pb::KeyState::Exhausted => Some(KeyState::Exhausted),
+            pb::KeyState::Failing => Some(KeyState::Failing),
+            pb::KeyState::Invalid => Some(KeyState::Invalid),
+            pb::KeyState::Disabled => Some(KeyState::Disabled),
+        }
+    }
+}
+
+impl fmt::Display for KeyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KeyState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        KeyState::ALL.into_iter().find(|t| t.as_str() == lower).ok_or_else(|| {
+            let names: Vec<&str> = KeyState::ALL.iter().map(|t| t.as_str()).collect();
+            format!("unknown key state {s:?}; expected one of {}", names.join(", "))
+        })
+    }
+}
+
+/// A validated provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    pub name: String,
+    pub provider_type: ProviderType,
+    /// Empty only for `mock`.
+    pub base_url: String,
+    pub priority: u32,
+    pub weight: u32,
+}
+
+impl TryFrom<&pb::Provider> for Provider {
+    type Error = InvalidResource;
+
+    fn try_from(p: &pb::Provider) -> Result<Self, Self::Error> {
+        validate_provider_name(&p.name)?;
+        let provider_type = ProviderType::from_pb(p.r#type)
+            .ok_or_else(|| InvalidResource::new("provider", &p.name, format!("provider {:?} has no known type", p.name)))?;
+        if !(p.base_url.is_empty() && provider_type == ProviderType::Mock) {
+            validate_base_url(&p.base_url).map_err(|e| InvalidResource::new("provider", &p.name, e.message))?;
+        }
+        if p.weight == 0 {
+            return Err(InvalidResource::new("provider", &p.name, format!("provider {:?} has weight 0", p.name)));
+        }
+        Ok(Self {
+            name: p.name.clone(),
+            provider_type,
+            base_url: p.base_url.trim_end_matches('/').to_string(),
+            priority: p.priority,
+            weight: p.weight,
+        })
+    }
+}
+
+/// A validated provider key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub id: String,
+    pub provider: String,
+    pub secret: Secret<String>,
+    pub state: KeyState,
+    pub state_reason: String,
+    /// End of a `cooling` or `exhausted` state, in Unix milliseconds; 0 otherwise.
+    pub state_until_unix_ms: i64,
+}
+
+impl TryFrom<&pb::ProviderKey> for Key {
+    type Error = InvalidResource;
+
+    fn try_from(k: &pb::ProviderKey) -> Result<Self, Self::Error> {
+        if k.id.len() != 16 || !k.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(InvalidResource::new("key", &k.id, format!("key id {:?} is not 16 hex characters", k.id)));
+        }
+        validate_key_secret(&k.secret)
+            .map_err(|why| InvalidResource::new("key", &k.id, format!("key {}: secret {why}", k.id)))?;
+        let state = KeyState::from_pb(k.state)
+            .ok_or_else(|| InvalidResource::new("key", &k.id, format!("key {} has no known state", k.id)))?;
+        Ok(Self {
+            id: k.id.clone(),
+            provider: k.provider.clone(),
+            secret: Secret::new(k.secret.clone()),
+            state,
+            state_reason: k.state_reason.clone(),
+            state_until_unix_ms: k.state_until_unix_ms,
+        })
+    }
+}
+
+/// One validated candidate of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTarget {
+    pub provider: String,
+    /// `None` keeps the client's model.
+    pub model: Option<String>,
+    pub priority: u32,
+    pub weight: u32,
+}
+
+/// A validated route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub model_pattern: String,
+    pub targets: Vec<RouteTarget>,
+}
+
+impl TryFrom<&pb::Route> for Route {
+    type Error = InvalidResource;
+
+    fn try_from(r: &pb::Route) -> Result<Self, Self::Error> {
+        validate_model_pattern(&r.model_pattern)?;
+        if r.targets.is_empty() {
+            return Err(InvalidResource::new(
+                "route",
+                &r.model_pattern,
+                format!("route {:?} has no targets", r.model_pattern),
+            ));
+        }
+        let mut targets = Vec::with_capacity(r.targets.len());
+        for t in &r.targets {
+            validate_provider_name(&t.provider)
+                .map_err(|e| InvalidResource::new("route", &r.model_pattern, format!("route {:?}: {}", r.model_pattern, e.message)))?;
+            if !t.model.is_empty() {
+                validate_model_pattern(&t.model).map_err(|e| {
+                    InvalidResource::new("route", &r.model_pattern, format!("route {:?}: target model: {}", r.model_pattern, e.message))
+                })?;
+                if t.model.contains('*') {
+                    return Err(InvalidResource::new(
+                        "route",
+                        &r.model_pattern,
+                        format!("route {:?}: a target model cannot contain '*'", r.model_pattern),
+                    ));
+                }
+            }
+            targets.push(RouteTarget {
+                provider: t.provider.clone(),
+                model: (!t.model.is_empty()).then(|| t.model.clone()),
+                priority: t.priority,
+                weight: t.weight.max(1),
+            });
+        }
+        Ok(Self {
+            model_pattern: r.model_pattern.clone(),
+            targets,
+        })
+    }
+}
+
+/// A client token as the data planes know it: its name and the hash of the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    pub name: String,
+    pub token_hash: String,
+}
+
+impl TryFrom<&pb::ClientToken> for ClientToken {
+    type Error = InvalidResource;
+
+    fn try_from(t: &pb::ClientToken) -> Result<Self, Self::Error> {
+        validate_token_name(&t.name)?;
+        if t.token_hash.len() != 64 || !t.token_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(InvalidResource::new(
+                "client token",
+                &t.name,
+                format!("client token {:?} has no valid hash", t.name),
+            ));
+        }
+        Ok(Self {
+            name: t.name.clone(),
+            token_hash: t.token_hash.to_ascii_lowercase(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_types_round_trip() {
+        for t in ProviderType::ALL {
+            assert_eq!(t.as_str().parse::<ProviderType>().unwrap(), t);
+            assert_eq!(ProviderType::from_pb(t.to_pb() as i32), Some(t));
+        }
+        assert!("azure".parse::<ProviderType>().is_err());
+        assert_eq!(ProviderType::from_pb(0), None);
+    }
+
+    #[test]
+    fn key_states_round_trip() {
+        for s in KeyState::ALL {
+            assert_eq!(s.as_str().parse::<KeyState>().unwrap(), s);
+            assert_eq!(KeyState::from_pb(s.to_pb() as i32), Some(s));
+        }
+    }
+
+    #[test]
+    fn provider_validation() {
+        let mut p = pb::Provider {
+            name: "main".into(),
+            r#type: pb::ProviderType::Openai as i32,
+            base_url: "https://api.openai.com/v1/".into(),
+            priority: 0,
+            weight: 1,
+            ..Default::default()
+        };
+        assert_eq!(Provider::try_from(&p).unwrap().base_url, "https://api.openai.com/v1");
+        p.base_url = String::new();
+        assert!(Provider::try_from(&p).is_err());
+        p.r#type = pb::ProviderType::Mock as i32;
+        assert!(Provider::try_from(&p).is_ok());
+        p.r#type = 99;
+        assert!(Provider::try_from(&p).is_err());
+    }
+
+    #[test]
+    fn route_validation() {
+        let mut r = pb::Route {
+            model_pattern: "gpt-*".into(),
+            targets: vec![],
+            updated_unix_ms: 0,
+        };
+        assert!(Route::try_from(&r).is_err());
+        r.targets.push(pb::RouteTarget {
+            provider: "main".into(),
+            model: String::new(),
+            priority: 0,
+            weight: 0,
+        });
+        let route = Route::try_from(&r).unwrap();
+        assert_eq!(route.targets[0].model, None);
+        assert_eq!(route.targets[0].weight, 1);
+    }
+}
