@@ -10,7 +10,8 @@ pub mod pb {
     tonic::include_proto!("fulcrum.v1");
 
     /// Encoded `FileDescriptorSet` of every `fulcrum.v1` file, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fulcrum_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("fulcrum_descriptor");
 }
 
 pub mod model;

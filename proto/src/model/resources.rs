@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{InvalidResource, Secret, validate_base_url, validate_key_secret, validate_model_pattern};
+use super::{
+    InvalidResource, Secret, validate_base_url, validate_key_secret, validate_model_pattern,
+};
 use super::{validate_provider_name, validate_token_name};
 use crate::pb;
 
@@ -87,7 +89,10 @@ impl FromStr for ProviderType {
             .find(|t| t.as_str() == lower)
             .ok_or_else(|| {
                 let names: Vec<&str> = ProviderType::ALL.iter().map(|t| t.as_str()).collect();
-                format!("unknown provider type {s:?}; expected one of {}", names.join(", "))
+                format!(
+                    "unknown provider type {s:?}; expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -160,10 +165,16 @@ impl FromStr for KeyState {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.to_ascii_lowercase();
-        KeyState::ALL.into_iter().find(|t| t.as_str() == lower).ok_or_else(|| {
-            let names: Vec<&str> = KeyState::ALL.iter().map(|t| t.as_str()).collect();
-            format!("unknown key state {s:?}; expected one of {}", names.join(", "))
-        })
+        KeyState::ALL
+            .into_iter()
+            .find(|t| t.as_str() == lower)
+            .ok_or_else(|| {
+                let names: Vec<&str> = KeyState::ALL.iter().map(|t| t.as_str()).collect();
+                format!(
+                    "unknown key state {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -183,13 +194,23 @@ impl TryFrom<&pb::Provider> for Provider {
 
     fn try_from(p: &pb::Provider) -> Result<Self, Self::Error> {
         validate_provider_name(&p.name)?;
-        let provider_type = ProviderType::from_pb(p.r#type)
-            .ok_or_else(|| InvalidResource::new("provider", &p.name, format!("provider {:?} has no known type", p.name)))?;
+        let provider_type = ProviderType::from_pb(p.r#type).ok_or_else(|| {
+            InvalidResource::new(
+                "provider",
+                &p.name,
+                format!("provider {:?} has no known type", p.name),
+            )
+        })?;
         if !(p.base_url.is_empty() && provider_type == ProviderType::Mock) {
-            validate_base_url(&p.base_url).map_err(|e| InvalidResource::new("provider", &p.name, e.message))?;
+            validate_base_url(&p.base_url)
+                .map_err(|e| InvalidResource::new("provider", &p.name, e.message))?;
         }
         if p.weight == 0 {
-            return Err(InvalidResource::new("provider", &p.name, format!("provider {:?} has weight 0", p.name)));
+            return Err(InvalidResource::new(
+                "provider",
+                &p.name,
+                format!("provider {:?} has weight 0", p.name),
+            ));
         }
         Ok(Self {
             name: p.name.clone(),
@@ -218,12 +239,18 @@ impl TryFrom<&pb::ProviderKey> for Key {
 
     fn try_from(k: &pb::ProviderKey) -> Result<Self, Self::Error> {
         if k.id.len() != 16 || !k.id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(InvalidResource::new("key", &k.id, format!("key id {:?} is not 16 hex characters", k.id)));
+            return Err(InvalidResource::new(
+                "key",
+                &k.id,
+                format!("key id {:?} is not 16 hex characters", k.id),
+            ));
         }
-        validate_key_secret(&k.secret)
-            .map_err(|why| InvalidResource::new("key", &k.id, format!("key {}: secret {why}", k.id)))?;
-        let state = KeyState::from_pb(k.state)
-            .ok_or_else(|| InvalidResource::new("key", &k.id, format!("key {} has no known state", k.id)))?;
+        validate_key_secret(&k.secret).map_err(|why| {
+            InvalidResource::new("key", &k.id, format!("key {}: secret {why}", k.id))
+        })?;
+        let state = KeyState::from_pb(k.state).ok_or_else(|| {
+            InvalidResource::new("key", &k.id, format!("key {} has no known state", k.id))
+        })?;
         Ok(Self {
             id: k.id.clone(),
             provider: k.provider.clone(),
@@ -266,17 +293,29 @@ impl TryFrom<&pb::Route> for Route {
         }
         let mut targets = Vec::with_capacity(r.targets.len());
         for t in &r.targets {
-            validate_provider_name(&t.provider)
-                .map_err(|e| InvalidResource::new("route", &r.model_pattern, format!("route {:?}: {}", r.model_pattern, e.message)))?;
+            validate_provider_name(&t.provider).map_err(|e| {
+                InvalidResource::new(
+                    "route",
+                    &r.model_pattern,
+                    format!("route {:?}: {}", r.model_pattern, e.message),
+                )
+            })?;
             if !t.model.is_empty() {
                 validate_model_pattern(&t.model).map_err(|e| {
-                    InvalidResource::new("route", &r.model_pattern, format!("route {:?}: target model: {}", r.model_pattern, e.message))
+                    InvalidResource::new(
+                        "route",
+                        &r.model_pattern,
+                        format!("route {:?}: target model: {}", r.model_pattern, e.message),
+                    )
                 })?;
                 if t.model.contains('*') {
                     return Err(InvalidResource::new(
                         "route",
                         &r.model_pattern,
-                        format!("route {:?}: a target model cannot contain '*'", r.model_pattern),
+                        format!(
+                            "route {:?}: a target model cannot contain '*'",
+                            r.model_pattern
+                        ),
                     ));
                 }
             }
@@ -352,7 +391,10 @@ mod tests {
             weight: 1,
             ..Default::default()
         };
-        assert_eq!(Provider::try_from(&p).unwrap().base_url, "https://api.openai.com/v1");
+        assert_eq!(
+            Provider::try_from(&p).unwrap().base_url,
+            "https://api.openai.com/v1"
+        );
         p.base_url = String::new();
         assert!(Provider::try_from(&p).is_err());
         p.r#type = pb::ProviderType::Mock as i32;

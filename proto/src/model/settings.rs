@@ -31,25 +31,37 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "connect_timeout_ms",
         default: "5000",
-        kind: SettingKind::Integer { min: 100, max: 120_000 },
+        kind: SettingKind::Integer {
+            min: 100,
+            max: 120_000,
+        },
         description: "time allowed to connect to an upstream, in milliseconds",
     },
     SettingSpec {
         name: "cooldown_default_secs",
         default: "60",
-        kind: SettingKind::Integer { min: 1, max: 86_400 },
+        kind: SettingKind::Integer {
+            min: 1,
+            max: 86_400,
+        },
         description: "how long a key cools after a 429 that names no Retry-After, in seconds",
     },
     SettingSpec {
         name: "first_byte_timeout_ms",
         default: "60000",
-        kind: SettingKind::Integer { min: 100, max: 600_000 },
+        kind: SettingKind::Integer {
+            min: 100,
+            max: 600_000,
+        },
         description: "time allowed for an upstream's first response byte before the request moves to another key, in milliseconds",
     },
     SettingSpec {
         name: "idle_timeout_ms",
         default: "300000",
-        kind: SettingKind::Integer { min: 1_000, max: 3_600_000 },
+        kind: SettingKind::Integer {
+            min: 1_000,
+            max: 3_600_000,
+        },
         description: "longest silence allowed inside a streamed upstream answer, in milliseconds",
     },
     SettingSpec {
@@ -67,7 +79,10 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "max_request_body_bytes",
         default: "33554432",
-        kind: SettingKind::Integer { min: 1_024, max: 1_073_741_824 },
+        kind: SettingKind::Integer {
+            min: 1_024,
+            max: 1_073_741_824,
+        },
         description: "largest client request body accepted, in bytes; larger ones get 413",
     },
     SettingSpec {
@@ -79,7 +94,10 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "wait_budget_ms",
         default: "0",
-        kind: SettingKind::Integer { min: 0, max: 600_000 },
+        kind: SettingKind::Integer {
+            min: 0,
+            max: 600_000,
+        },
         description: "how long a request may wait for a cooling key to come back before it gets 429, in milliseconds",
     },
 ];
@@ -91,7 +109,10 @@ pub fn spec(name: &str) -> Result<&'static SettingSpec, InvalidResource> {
         InvalidResource::new(
             "setting",
             name,
-            format!("unknown setting {name:?}; known settings: {}", known.join(", ")),
+            format!(
+                "unknown setting {name:?}; known settings: {}",
+                known.join(", ")
+            ),
         )
     })
 }
@@ -106,7 +127,10 @@ impl SettingSpec {
                 _ => Err(InvalidResource::new(
                     "setting",
                     self.name,
-                    format!("invalid value {value:?} for {}: expected an integer from {min} to {max}", self.name),
+                    format!(
+                        "invalid value {value:?} for {}: expected an integer from {min} to {max}",
+                        self.name
+                    ),
                 )),
             },
             SettingKind::OneOf(words) => {
@@ -117,7 +141,11 @@ impl SettingSpec {
                 Err(InvalidResource::new(
                     "setting",
                     self.name,
-                    format!("invalid value {value:?} for {}: expected one of {}", self.name, words.join(", ")),
+                    format!(
+                        "invalid value {value:?} for {}: expected one of {}",
+                        self.name,
+                        words.join(", ")
+                    ),
                 ))
             }
         }
@@ -156,12 +184,13 @@ impl Settings {
             spec.check(values.get(name).map_or(spec.default, String::as_str))
         };
         let int = |name: &str| -> Result<u64, InvalidResource> {
-            get(name)?
-                .parse::<u64>()
-                .map_err(|_| InvalidResource::new("setting", name, format!("{name} is not an integer")))
+            get(name)?.parse::<u64>().map_err(|_| {
+                InvalidResource::new("setting", name, format!("{name} is not an integer"))
+            })
         };
         let small = |name: &str| -> Result<u32, InvalidResource> {
-            u32::try_from(int(name)?).map_err(|_| InvalidResource::new("setting", name, format!("{name} is too large")))
+            u32::try_from(int(name)?)
+                .map_err(|_| InvalidResource::new("setting", name, format!("{name} is too large")))
         };
         Ok(Self {
             connect_timeout: Duration::from_millis(int("connect_timeout_ms")?),

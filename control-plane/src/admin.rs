@@ -1,0 +1,829 @@
+//! `AdminService`: operators' reads and writes. Each write is one [`Store::commit`].
+
+use std::collections::{BTreeSet, HashMap};
+
+use fulcrum_proto::model::{
+    self, KeyState, ProviderType, key_id, mask_secret, settings, token_hash, validate_base_url,
+    validate_key_secret, validate_provider_name, validate_token_name,
+};
+use fulcrum_proto::pb;
+use fulcrum_proto::pb::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+
+use crate::discovery::NodeRegistry;
+use crate::error::Error;
+use crate::snapshot::effective_settings;
+use crate::store::{Store, TreeId, Tx, TxResult, abort, random_hex};
+
+/// Priority given to providers created without one.
+const DEFAULT_PRIORITY: u32 = 100;
+/// Page size of `ListKeys` when the caller gives none, and the most it may ask for.
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 10_000;
+
+/// Serves `AdminService` from the store.
+#[derive(Clone)]
+pub struct Admin {
+    store: Store,
+    nodes: NodeRegistry,
+}
+
+impl Admin {
+    pub fn new(store: Store, nodes: NodeRegistry) -> Self {
+        Self { store, nodes }
+    }
+
+    /// Runs a blocking read off the async runtime.
+    async fn read<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<R, Error> + Send + 'static,
+    ) -> Result<R, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("store read task failed: {e}")))?
+            .map_err(Status::from)
+    }
+}
+
+/// The revision a write left the store at: its own, or the current one if it changed nothing.
+fn revision_after(store: &Store, revision: Option<u64>) -> u64 {
+    revision.unwrap_or_else(|| store.revision())
+}
+
+fn provider_type(value: i32) -> Result<ProviderType, Error> {
+    ProviderType::from_pb(value).ok_or_else(|| {
+        let names: Vec<&str> = ProviderType::ALL.iter().map(|t| t.as_str()).collect();
+        Error::Invalid(format!(
+            "provider type is required; one of {}",
+            names.join(", ")
+        ))
+    })
+}
+
+fn checked_base_url(provider_type: ProviderType, url: &str) -> Result<String, Error> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(provider_type.default_base_url().to_string());
+    }
+    validate_base_url(url)?;
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// A key as admin answers show it: never with its secret.
+fn redact_key(mut key: pb::ProviderKey) -> pb::ProviderKey {
+    key.secret.clear();
+    key
+}
+
+fn key_counts(counts: std::collections::BTreeMap<KeyState, u64>) -> Vec<pb::KeyStateCount> {
+    counts
+        .into_iter()
+        .map(|(state, count)| pb::KeyStateCount {
+            state: state.to_pb() as i32,
+            count,
+        })
+        .collect()
+}
+
+fn setting_info(name: &str, value: &str) -> Result<pb::SettingInfo, Error> {
+    let spec = settings::spec(name)?;
+    Ok(pb::SettingInfo {
+        name: spec.name.to_string(),
+        value: value.to_string(),
+        default_value: spec.default.to_string(),
+        description: spec.description.to_string(),
+    })
+}
+
+/// Unique ids in the order given; empty or malformed ids are refused.
+fn checked_ids(ids: &[String]) -> Result<Vec<String>, Error> {
+    if ids.is_empty() {
+        return Err(Error::Invalid("no key ids given".into()));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!(
+                "invalid key id {id:?}: key ids are 16 hex characters"
+            )));
+        }
+        if seen.insert(id.clone()) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Loads every key named, or aborts with the ids that do not exist.
+fn keys_or_not_found(tx: &Tx<'_>, ids: &[String]) -> TxResult<Vec<pb::ProviderKey>> {
+    let mut keys = Vec::with_capacity(ids.len());
+    let mut missing = Vec::new();
+    for id in ids {
+        match tx.get::<pb::ProviderKey>(TreeId::Keys, id)? {
+            Some(key) => keys.push(key),
+            None => missing.push(id.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        let noun = if missing.len() == 1 { "key" } else { "keys" };
+        return abort(Error::NotFound {
+            kind: noun,
+            name: missing.join(", "),
+        });
+    }
+    Ok(keys)
+}
+
+/// Sets the state of every key named; returns how many changed.
+fn set_key_states(tx: &Tx<'_>, ids: &[String], state: KeyState, reason: &str) -> TxResult<u64> {
+    let mut changed = 0;
+    for mut key in keys_or_not_found(tx, ids)? {
+        if key.state == state.to_pb() as i32 && key.state_reason == reason {
+            continue;
+        }
+        key.state = state.to_pb() as i32;
+        key.state_reason = reason.to_string();
+        key.state_until_unix_ms = 0;
+        key.state_changed_unix_ms = tx.now_unix_ms();
+        tx.put(TreeId::Keys, &key.id.clone(), &key)?;
+        changed += 1;
+    }
+    Ok(changed)
+}
+
+/// What the request says about one input line of `AddKeys`, before the store is read.
+enum Line {
+    Done(pb::AddKeyResult),
+    Candidate {
+        line: u32,
+        id: String,
+        secret: String,
+    },
+}
+
+fn classify_lines(provider: &str, lines: &[String]) -> Vec<Line> {
+    let mut first_seen: HashMap<String, u32> = HashMap::with_capacity(lines.len());
+    let mut out = Vec::with_capacity(lines.len());
+    for (index, raw) in lines.iter().enumerate() {
+        let line = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        let secret = raw.trim();
+        let result = |outcome: pb::AddKeyOutcome, id: &str, masked: String, message: String| {
+            Line::Done(pb::AddKeyResult {
+                line,
+                outcome: outcome as i32,
+                id: id.to_string(),
+                masked,
+                message,
+            })
+        };
+        if secret.is_empty() || secret.starts_with('#') {
+            out.push(result(
+                pb::AddKeyOutcome::Skipped,
+                "",
+                String::new(),
+                String::new(),
+            ));
+            continue;
+        }
+        if let Err(why) = validate_key_secret(secret) {
+            out.push(result(
+                pb::AddKeyOutcome::Invalid,
+                "",
+                mask_secret(secret),
+                why,
+            ));
+            continue;
+        }
+        let id = key_id(provider, secret);
+        if let Some(first) = first_seen.get(&id) {
+            let message = format!("same key as line {first}");
+            out.push(result(
+                pb::AddKeyOutcome::Duplicate,
+                &id,
+                mask_secret(secret),
+                message,
+            ));
+            continue;
+        }
+        first_seen.insert(id.clone(), line);
+        out.push(Line::Candidate {
+            line,
+            id,
+            secret: secret.to_string(),
+        });
+    }
+    out
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn create_provider(
+        &self,
+        request: Request<pb::CreateProviderRequest>,
+    ) -> Result<Response<pb::CreateProviderResponse>, Status> {
+        let req = request.into_inner();
+        let name = req.name.trim().to_string();
+        validate_provider_name(&name).map_err(Error::from)?;
+        let provider_type = provider_type(req.r#type)?;
+        let base_url = checked_base_url(provider_type, &req.base_url)?;
+        let priority = if req.priority == 0 {
+            DEFAULT_PRIORITY
+        } else {
+            req.priority
+        };
+        let weight = req.weight.max(1);
+        let (provider, revision) = self
+            .store
+            .commit(move |tx| {
+                if tx.contains(TreeId::Providers, &name)? {
+                    return abort(Error::already_exists("provider", &name));
+                }
+                let provider = pb::Provider {
+                    name: name.clone(),
+                    r#type: provider_type.to_pb() as i32,
+                    base_url: base_url.clone(),
+                    priority,
+                    weight,
+                    created_unix_ms: tx.now_unix_ms(),
+                    updated_unix_ms: tx.now_unix_ms(),
+                };
+                tx.put(TreeId::Providers, &name, &provider)?;
+                Ok(provider)
+            })
+            .await?;
+        tracing::info!(provider = %provider.name, r#type = %provider_type, ?revision, "provider created");
+        Ok(Response::new(pb::CreateProviderResponse {
+            provider: Some(provider),
+            revision: revision_after(&self.store, revision),
+        }))
+    }
+
+    async fn update_provider(
+        &self,
+        request: Request<pb::UpdateProviderRequest>,
+    ) -> Result<Response<pb::UpdateProviderResponse>, Status> {
+        let req = request.into_inner();
+        if let Some(url) = req.base_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            validate_base_url(url.trim()).map_err(Error::from)?;
+        }
+        if req.weight == Some(0) {
+            return Err(Error::Invalid("weight must be at least 1".into()).into());
+        }
+        let (provider, revision) = self
+            .store
+            .commit(move |tx| {
+                let Some(mut provider) = tx.get::<pb::Provider>(TreeId::Providers, &req.name)?
+                else {
+                    return abort(Error::not_found("provider", &req.name));
+                };
+                let provider_type = provider_type(provider.r#type).or_else(abort)?;
+                if let Some(url) = &req.base_url {
+                    provider.base_url = checked_base_url(provider_type, url).or_else(abort)?;
+                }
+                if let Some(priority) = req.priority {
+                    provider.priority = priority;
+                }
+                if let Some(weight) = req.weight {
+                    provider.weight = weight;
+                }
+                provider.updated_unix_ms = tx.now_unix_ms();
+                tx.put(TreeId::Providers, &req.name, &provider)?;
+                Ok(provider)
+            })
+            .await?;
+        Ok(Response::new(pb::UpdateProviderResponse {
+            provider: Some(provider),
+            revision: revision_after(&self.store, revision),
+        }))
+    }
+
+    async fn get_provider(
+        &self,
+        request: Request<pb::GetProviderRequest>,
+    ) -> Result<Response<pb::GetProviderResponse>, Status> {
+        let name = request.into_inner().name;
+        let response = self
+            .read(move |store| {
+                let provider = store
+                    .get::<pb::Provider>(TreeId::Providers, &name)?
+                    .ok_or_else(|| Error::not_found("provider", &name))?;
+                Ok(pb::GetProviderResponse {
+                    provider: Some(provider),
+                    key_counts: key_counts(store.key_counts(Some(&name))?),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_providers(
+        &self,
+        _request: Request<pb::ListProvidersRequest>,
+    ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        let providers = self.read(|store| store.list(TreeId::Providers)).await?;
+        Ok(Response::new(pb::ListProvidersResponse { providers }))
+    }
+
+    async fn delete_provider(
+        &self,
+        request: Request<pb::DeleteProviderRequest>,
+    ) -> Result<Response<pb::DeleteProviderResponse>, Status> {
+        let req = request.into_inner();
+        let (keys_deleted, revision) = self
+            .store
+            .commit(move |tx| {
+                if !tx.contains(TreeId::Providers, &req.name)? {
+                    return abort(Error::not_found("provider", &req.name));
+                }
+                let routes: Vec<pb::Route> = tx.committed_list(TreeId::Routes)?;
+                let naming: Vec<&str> = routes
+                    .iter()
+                    .filter(|r| r.targets.iter().any(|t| t.provider == req.name))
+                    .map(|r| r.model_pattern.as_str())
+                    .collect();
+                if !naming.is_empty() {
+                    return abort(Error::FailedPrecondition(format!(
+                        "provider {:?} is named by routes {}; change or remove them first",
+                        req.name,
+                        naming.join(", ")
+                    )));
+                }
+                let keys: Vec<pb::ProviderKey> = tx.committed_list(TreeId::Keys)?;
+                let own: Vec<&pb::ProviderKey> =
+                    keys.iter().filter(|k| k.provider == req.name).collect();
+                if !own.is_empty() && !req.force {
+                    return abort(Error::FailedPrecondition(format!(
+                        "provider {:?} still has {} keys; remove them first or delete with force",
+                        req.name,
+                        own.len()
+                    )));
+                }
+                for key in &own {
+                    tx.remove(TreeId::Keys, &key.id)?;
+                }
+                tx.remove(TreeId::Providers, &req.name)?;
+                Ok(own.len() as u64)
+            })
+            .await?;
+        tracing::info!(keys_deleted, ?revision, "provider deleted");
+        Ok(Response::new(pb::DeleteProviderResponse {
+            revision: revision_after(&self.store, revision),
+            keys_deleted,
+        }))
+    }
+
+    async fn add_keys(
+        &self,
+        request: Request<pb::AddKeysRequest>,
+    ) -> Result<Response<pb::AddKeysResponse>, Status> {
+        let req = request.into_inner();
+        let provider = req.provider.trim().to_string();
+        if provider.is_empty() {
+            return Err(Error::Invalid("a provider is required".into()).into());
+        }
+        let lines = classify_lines(&provider, &req.keys);
+        let (results, revision) = self
+            .store
+            .commit(move |tx| {
+                if !tx.contains(TreeId::Providers, &provider)? {
+                    return abort(Error::not_found("provider", &provider));
+                }
+                let mut results = Vec::with_capacity(lines.len());
+                for line in &lines {
+                    let (line, id, secret) = match line {
+                        Line::Done(result) => {
+                            results.push(result.clone());
+                            continue;
+                        }
+                        Line::Candidate { line, id, secret } => (*line, id, secret),
+                    };
+                    let masked = mask_secret(secret);
+                    let outcome = if tx.contains(TreeId::Keys, id)? {
+                        pb::AddKeyOutcome::Duplicate
+                    } else {
+                        let key = pb::ProviderKey {
+                            id: id.clone(),
+                            provider: provider.clone(),
+                            secret: secret.clone(),
+                            masked: masked.clone(),
+                            state: pb::KeyState::Active as i32,
+                            state_reason: "added".into(),
+                            state_until_unix_ms: 0,
+                            added_unix_ms: tx.now_unix_ms(),
+                            state_changed_unix_ms: tx.now_unix_ms(),
+                        };
+                        tx.put(TreeId::Keys, id, &key)?;
+                        pb::AddKeyOutcome::Added
+                    };
+                    let message = match outcome {
+                        pb::AddKeyOutcome::Duplicate => "already stored".to_string(),
+                        _ => String::new(),
+                    };
+                    results.push(pb::AddKeyResult {
+                        line,
+                        outcome: outcome as i32,
+                        id: id.clone(),
+                        masked,
+                        message,
+                    });
+                }
+                Ok(results)
+            })
+            .await?;
+        let count =
+            |o: pb::AddKeyOutcome| results.iter().filter(|r| r.outcome == o as i32).count() as u64;
+        let response = pb::AddKeysResponse {
+            added: count(pb::AddKeyOutcome::Added),
+            duplicates: count(pb::AddKeyOutcome::Duplicate),
+            invalid: count(pb::AddKeyOutcome::Invalid),
+            skipped: count(pb::AddKeyOutcome::Skipped),
+            revision: revision_after(&self.store, revision),
+            results,
+        };
+        tracing::info!(
+            provider = %req.provider,
+            added = response.added,
+            duplicates = response.duplicates,
+            invalid = response.invalid,
+            revision = response.revision,
+            "keys added"
+        );
+        Ok(Response::new(response))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let req = request.into_inner();
+        let state = match req.state {
+            0 => None,
+            n => Some(
+                KeyState::from_pb(n)
+                    .ok_or_else(|| Error::Invalid(format!("unknown key state {n}")))?,
+            ),
+        };
+        let limit = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        } as usize;
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token if token.len() == 16 && token.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(token.to_string())
+            }
+            token => return Err(Error::Invalid(format!("invalid page token {token:?}")).into()),
+        };
+        let provider = (!req.provider.is_empty()).then_some(req.provider);
+        let (keys, more) = self
+            .read(move |store| {
+                if let Some(p) = &provider
+                    && !store.tree(TreeId::Providers).contains_key(p.as_bytes())?
+                {
+                    return Err(Error::not_found("provider", p));
+                }
+                store.keys_page(provider.as_deref(), state, after.as_deref(), limit)
+            })
+            .await?;
+        let next_page_token = match (more, keys.last()) {
+            (true, Some(last)) => last.id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: keys.into_iter().map(redact_key).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn enable_keys(
+        &self,
+        request: Request<pb::EnableKeysRequest>,
+    ) -> Result<Response<pb::EnableKeysResponse>, Status> {
+        let ids = checked_ids(&request.into_inner().ids)?;
+        let (changed, revision) = self
+            .store
+            .commit(move |tx| set_key_states(tx, &ids, KeyState::Active, "enabled by operator"))
+            .await?;
+        Ok(Response::new(pb::EnableKeysResponse {
+            revision: revision_after(&self.store, revision),
+            changed,
+        }))
+    }
+
+    async fn disable_keys(
+        &self,
+        request: Request<pb::DisableKeysRequest>,
+    ) -> Result<Response<pb::DisableKeysResponse>, Status> {
+        let req = request.into_inner();
+        let ids = checked_ids(&req.ids)?;
+        let reason = match req.reason.trim() {
+            "" => "disabled by operator".to_string(),
+            r => r.to_string(),
+        };
+        let (changed, revision) = self
+            .store
+            .commit(move |tx| set_key_states(tx, &ids, KeyState::Disabled, &reason))
+            .await?;
+        Ok(Response::new(pb::DisableKeysResponse {
+            revision: revision_after(&self.store, revision),
+            changed,
+        }))
+    }
+
+    async fn delete_keys(
+        &self,
+        request: Request<pb::DeleteKeysRequest>,
+    ) -> Result<Response<pb::DeleteKeysResponse>, Status> {
+        let ids = checked_ids(&request.into_inner().ids)?;
+        let (deleted, revision) = self
+            .store
+            .commit(move |tx| {
+                let keys = keys_or_not_found(tx, &ids)?;
+                for key in &keys {
+                    tx.remove(TreeId::Keys, &key.id)?;
+                }
+                Ok(keys.len() as u64)
+            })
+            .await?;
+        Ok(Response::new(pb::DeleteKeysResponse {
+            revision: revision_after(&self.store, revision),
+            deleted,
+        }))
+    }
+
+    async fn put_route(
+        &self,
+        request: Request<pb::PutRouteRequest>,
+    ) -> Result<Response<pb::PutRouteResponse>, Status> {
+        let mut route = request
+            .into_inner()
+            .route
+            .ok_or_else(|| Error::Invalid("a route is required".into()))?;
+        route.model_pattern = route.model_pattern.trim().to_string();
+        let checked = model::Route::try_from(&route).map_err(Error::from)?;
+        // Store the normalised form, so what is listed is what data planes apply.
+        route.targets = checked
+            .targets
+            .iter()
+            .map(|t| pb::RouteTarget {
+                provider: t.provider.clone(),
+                model: t.model.clone().unwrap_or_default(),
+                priority: t.priority,
+                weight: t.weight,
+            })
+            .collect();
+        let (route, revision) = self
+            .store
+            .commit(move |tx| {
+                for target in &route.targets {
+                    if !tx.contains(TreeId::Providers, &target.provider)? {
+                        return abort(Error::FailedPrecondition(format!(
+                            "route {:?} names provider {:?}, which does not exist",
+                            route.model_pattern, target.provider
+                        )));
+                    }
+                }
+                let mut route = route.clone();
+                route.updated_unix_ms = tx.now_unix_ms();
+                tx.put(TreeId::Routes, &route.model_pattern, &route)?;
+                Ok(route)
+            })
+            .await?;
+        Ok(Response::new(pb::PutRouteResponse {
+            route: Some(route),
+            revision: revision_after(&self.store, revision),
+        }))
+    }
+
+    async fn list_routes(
+        &self,
+        _request: Request<pb::ListRoutesRequest>,
+    ) -> Result<Response<pb::ListRoutesResponse>, Status> {
+        let routes = self.read(|store| store.list(TreeId::Routes)).await?;
+        Ok(Response::new(pb::ListRoutesResponse { routes }))
+    }
+
+    async fn delete_route(
+        &self,
+        request: Request<pb::DeleteRouteRequest>,
+    ) -> Result<Response<pb::DeleteRouteResponse>, Status> {
+        let pattern = request.into_inner().model_pattern;
+        let (_, revision) = self
+            .store
+            .commit(move |tx| {
+                if !tx.remove(TreeId::Routes, &pattern)? {
+                    return abort(Error::not_found("route", &pattern));
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(Response::new(pb::DeleteRouteResponse {
+            revision: revision_after(&self.store, revision),
+        }))
+    }
+
+    async fn create_client_token(
+        &self,
+        request: Request<pb::CreateClientTokenRequest>,
+    ) -> Result<Response<pb::CreateClientTokenResponse>, Status> {
+        let name = request.into_inner().name.trim().to_string();
+        validate_token_name(&name).map_err(Error::from)?;
+        let token = format!("fk-{}", random_hex(20).map_err(Error::Internal)?);
+        let hash = token_hash(&token);
+        let prefix = token[..7].to_string();
+        let (mut client_token, revision) = self
+            .store
+            .commit(move |tx| {
+                if tx.contains(TreeId::ClientTokens, &name)? {
+                    return abort(Error::already_exists("client token", &name));
+                }
+                let record = pb::ClientToken {
+                    name: name.clone(),
+                    token_hash: hash.clone(),
+                    prefix: prefix.clone(),
+                    created_unix_ms: tx.now_unix_ms(),
+                };
+                tx.put(TreeId::ClientTokens, &name, &record)?;
+                Ok(record)
+            })
+            .await?;
+        client_token.token_hash.clear();
+        tracing::info!(name = %client_token.name, ?revision, "client token created");
+        Ok(Response::new(pb::CreateClientTokenResponse {
+            token,
+            client_token: Some(client_token),
+            revision: revision_after(&self.store, revision),
+        }))
+    }
+
+    async fn list_client_tokens(
+        &self,
+        _request: Request<pb::ListClientTokensRequest>,
+    ) -> Result<Response<pb::ListClientTokensResponse>, Status> {
+        let mut client_tokens: Vec<pb::ClientToken> =
+            self.read(|store| store.list(TreeId::ClientTokens)).await?;
+        for t in &mut client_tokens {
+            t.token_hash.clear();
+        }
+        Ok(Response::new(pb::ListClientTokensResponse {
+            client_tokens,
+        }))
+    }
+
+    async fn revoke_client_token(
+        &self,
+        request: Request<pb::RevokeClientTokenRequest>,
+    ) -> Result<Response<pb::RevokeClientTokenResponse>, Status> {
+        let name = request.into_inner().name;
+        let (_, revision) = self
+            .store
+            .commit(move |tx| {
+                if !tx.remove(TreeId::ClientTokens, &name)? {
+                    return abort(Error::not_found("client token", &name));
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(Response::new(pb::RevokeClientTokenResponse {
+            revision: revision_after(&self.store, revision),
+        }))
+    }
+
+    async fn list_settings(
+        &self,
+        _request: Request<pb::ListSettingsRequest>,
+    ) -> Result<Response<pb::ListSettingsResponse>, Status> {
+        let settings = self
+            .read(|store| {
+                effective_settings(store)?
+                    .iter()
+                    .map(|(name, value)| setting_info(name, value))
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(pb::ListSettingsResponse { settings }))
+    }
+
+    async fn get_setting(
+        &self,
+        request: Request<pb::GetSettingRequest>,
+    ) -> Result<Response<pb::GetSettingResponse>, Status> {
+        let name = request.into_inner().name;
+        let setting = self
+            .read(move |store| {
+                let spec = settings::spec(&name)?;
+                let value = store
+                    .settings()?
+                    .remove(spec.name)
+                    .unwrap_or_else(|| spec.default.to_string());
+                setting_info(spec.name, &value)
+            })
+            .await?;
+        Ok(Response::new(pb::GetSettingResponse {
+            setting: Some(setting),
+        }))
+    }
+
+    async fn set_setting(
+        &self,
+        request: Request<pb::SetSettingRequest>,
+    ) -> Result<Response<pb::SetSettingResponse>, Status> {
+        let req = request.into_inner();
+        let spec = settings::spec(req.name.trim()).map_err(Error::from)?;
+        let value = spec.check(&req.value).map_err(Error::from)?;
+        let stored = value.clone();
+        let (_, revision) = self
+            .store
+            .commit(move |tx| {
+                let current: Option<String> = tx
+                    .get_raw(TreeId::Settings, spec.name)?
+                    .or_else(|| Some(spec.default.to_string()));
+                if current.as_deref() == Some(stored.as_str()) {
+                    return Ok(());
+                }
+                tx.put_raw(TreeId::Settings, spec.name, &stored)
+            })
+            .await?;
+        tracing::info!(name = spec.name, %value, ?revision, "setting changed");
+        Ok(Response::new(pb::SetSettingResponse {
+            setting: Some(setting_info(spec.name, &value)?),
+            revision: revision_after(&self.store, revision),
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let data_planes = self.nodes.list();
+        let response = self
+            .read(move |store| {
+                let counts = store.key_counts(None)?;
+                Ok(pb::GetStatusResponse {
+                    revision: store.revision(),
+                    store_id: store.store_id().to_string(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    providers: store.count(TreeId::Providers),
+                    keys: counts.values().sum(),
+                    key_counts: key_counts(counts),
+                    routes: store.count(TreeId::Routes),
+                    client_tokens: store.count(TreeId::ClientTokens),
+                    data_planes,
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_classified_without_the_store() {
+        let lines: Vec<String> = [
+            "  sk-aaaaaaaaaaaa  ",
+            "",
+            "# comment",
+            "short",
+            "sk-aaaaaaaaaaaa",
+            "sk-bbbbbbbbbbbb",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let classified = classify_lines("p", &lines);
+        let outcomes: Vec<String> = classified
+            .iter()
+            .map(|l| match l {
+                Line::Done(r) => format!("{}:{}", r.line, r.outcome),
+                Line::Candidate { line, .. } => format!("{line}:candidate"),
+            })
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec!["1:candidate", "2:4", "3:4", "4:3", "5:2", "6:candidate"],
+            "skipped=4 invalid=3 duplicate=2"
+        );
+        let Line::Done(dup) = &classified[4] else {
+            panic!("line 5 is a duplicate")
+        };
+        assert_eq!(dup.message, "same key as line 1");
+        let Line::Candidate { secret, .. } = &classified[0] else {
+            panic!("line 1 is a candidate")
+        };
+        assert_eq!(secret, "sk-aaaaaaaaaaaa", "whitespace trimmed");
+    }
+
+    #[test]
+    fn ids_are_checked_and_deduplicated() {
+        assert!(checked_ids(&[]).is_err());
+        assert!(checked_ids(&["nothex".into()]).is_err());
+        let ids = checked_ids(&["ABCDEF0123456789".into(), "abcdef0123456789".into()]).unwrap();
+        assert_eq!(ids, vec!["abcdef0123456789"]);
+    }
+}
