@@ -332,41 +332,45 @@ impl AdminService for Admin {
         request: Request<pb::DeleteProviderRequest>,
     ) -> Result<Response<pb::DeleteProviderResponse>, Status> {
         let req = request.into_inner();
+        let name = req.name.clone();
         let (keys_deleted, revision) = self
             .store
-            .commit(move |tx| {
-                if !tx.contains(TreeId::Providers, &req.name)? {
-                    return abort(Error::not_found("provider", &req.name));
-                }
-                let routes: Vec<pb::Route> = tx.committed_list(TreeId::Routes)?;
-                let naming: Vec<&str> = routes
-                    .iter()
-                    .filter(|r| r.targets.iter().any(|t| t.provider == req.name))
-                    .map(|r| r.model_pattern.as_str())
-                    .collect();
-                if !naming.is_empty() {
-                    return abort(Error::FailedPrecondition(format!(
-                        "provider {:?} is named by routes {}; change or remove them first",
-                        req.name,
-                        naming.join(", ")
-                    )));
-                }
-                let keys: Vec<pb::ProviderKey> = tx.committed_list(TreeId::Keys)?;
-                let own: Vec<&pb::ProviderKey> =
-                    keys.iter().filter(|k| k.provider == req.name).collect();
-                if !own.is_empty() && !req.force {
-                    return abort(Error::FailedPrecondition(format!(
-                        "provider {:?} still has {} keys; remove them first or delete with force",
-                        req.name,
-                        own.len()
-                    )));
-                }
-                for key in &own {
-                    tx.remove(TreeId::Keys, &key.id)?;
-                }
-                tx.remove(TreeId::Providers, &req.name)?;
-                Ok(own.len() as u64)
-            })
+            .commit_prepared(
+                move |store| {
+                    let routes: Vec<pb::Route> = store.list(TreeId::Routes)?;
+                    let naming: Vec<String> = routes
+                        .into_iter()
+                        .filter(|r| r.targets.iter().any(|t| t.provider == name))
+                        .map(|r| r.model_pattern)
+                        .collect();
+                    let (keys, _) = store.keys_page(Some(&name), None, None, usize::MAX)?;
+                    Ok((naming, keys.into_iter().map(|k| k.id).collect::<Vec<_>>()))
+                },
+                move |tx, (naming, key_ids)| {
+                    if !tx.contains(TreeId::Providers, &req.name)? {
+                        return abort(Error::not_found("provider", &req.name));
+                    }
+                    if !naming.is_empty() {
+                        return abort(Error::FailedPrecondition(format!(
+                            "provider {:?} is named by routes {}; change or remove them first",
+                            req.name,
+                            naming.join(", ")
+                        )));
+                    }
+                    if !key_ids.is_empty() && !req.force {
+                        return abort(Error::FailedPrecondition(format!(
+                            "provider {:?} still has {} keys; remove them first or delete with force",
+                            req.name,
+                            key_ids.len()
+                        )));
+                    }
+                    for id in key_ids {
+                        tx.remove(TreeId::Keys, id)?;
+                    }
+                    tx.remove(TreeId::Providers, &req.name)?;
+                    Ok(key_ids.len() as u64)
+                },
+            )
             .await?;
         tracing::info!(keys_deleted, ?revision, "provider deleted");
         Ok(Response::new(pb::DeleteProviderResponse {

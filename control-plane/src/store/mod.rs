@@ -104,7 +104,6 @@ struct Inner {
 /// The state a transaction sees and changes.
 pub struct Tx<'a> {
     views: &'a [TransactionalTree],
-    committed: &'a [sled::Tree],
     changed: RefCell<Vec<pb::ResourceRef>>,
     now_unix_ms: i64,
 }
@@ -184,8 +183,26 @@ impl Store {
         R: Send + 'static,
         F: Fn(&Tx<'_>) -> TxResult<R> + Send + 'static,
     {
+        self.commit_prepared(|_| Ok(()), move |tx, ()| write(tx))
+            .await
+    }
+
+    /// Like [`Store::commit`], but first runs `prepare` on the committed state, outside the
+    /// transaction and under the writer lock, and hands its result to `write`. For writes
+    /// that need a scan: sled transactions cannot iterate, and reading a tree from inside a
+    /// transaction deadlocks against the transaction's own lock.
+    pub async fn commit_prepared<P, R, Pre, F>(
+        &self,
+        prepare: Pre,
+        write: F,
+    ) -> Result<(R, Option<u64>), Error>
+    where
+        R: Send + 'static,
+        Pre: FnOnce(&Store) -> Result<P, Error> + Send + 'static,
+        F: Fn(&Tx<'_>, &P) -> TxResult<R> + Send + 'static,
+    {
         let store = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || store.commit_blocking(write))
+        let outcome = tokio::task::spawn_blocking(move || store.commit_blocking(prepare, write))
             .await
             .map_err(|e| Error::Internal(format!("store write task failed: {e}")))??;
         if outcome.1.is_some() {
@@ -194,10 +211,11 @@ impl Store {
         Ok(outcome)
     }
 
-    /// [`Store::commit`] without the flush, on the calling thread.
-    pub fn commit_blocking<R>(
+    /// [`Store::commit_prepared`] without the flush, on the calling thread.
+    pub fn commit_blocking<P, R>(
         &self,
-        write: impl Fn(&Tx<'_>) -> TxResult<R>,
+        prepare: impl FnOnce(&Store) -> Result<P, Error>,
+        write: impl Fn(&Tx<'_>, &P) -> TxResult<R>,
     ) -> Result<(R, Option<u64>), Error> {
         // A panic in another writer cannot leave sled half-written (the transaction is
         // atomic), so a poisoned lock is safe to take over.
@@ -206,15 +224,15 @@ impl Store {
             .write_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let prepared = prepare(self)?;
         let capacity = self.inner.changelog_capacity;
         let result = self.inner.trees.as_slice().transaction(|views| {
             let tx = Tx {
                 views,
-                committed: &self.inner.trees,
                 changed: RefCell::new(Vec::new()),
                 now_unix_ms: now_unix_ms(),
             };
-            let value = write(&tx)?;
+            let value = write(&tx, &prepared)?;
             let changed = dedup_refs(tx.changed.take());
             if changed.is_empty() {
                 return Ok((value, None));
@@ -402,17 +420,6 @@ impl Tx<'_> {
         Ok(existed)
     }
 
-    /// Committed records of a tree. Writers are serialised, so this is also the state this
-    /// transaction started from, minus its own changes.
-    pub fn committed_list<M: Message + Default>(&self, tree: TreeId) -> TxResult<Vec<M>> {
-        let mut out = Vec::new();
-        for value in self.committed[tree as usize].iter().values() {
-            let value = value.map_err(ConflictableTransactionError::Storage)?;
-            out.push(decode(tree, &value).or_else(abort)?);
-        }
-        Ok(out)
-    }
-
     fn note(&self, tree: TreeId, name: &str) {
         self.changed.borrow_mut().push(pb::ResourceRef {
             kind: tree.kind() as i32,
@@ -487,14 +494,20 @@ mod tests {
         let store = Store::open(dir.path(), 100).unwrap();
         assert_eq!(store.revision(), 0);
         let (_, rev) = store
-            .commit_blocking(|tx| tx.put(TreeId::Providers, "a", &provider("a")))
+            .commit_blocking(
+                |_| Ok(()),
+                |tx, ()| tx.put(TreeId::Providers, "a", &provider("a")),
+            )
             .unwrap();
         assert_eq!(rev, Some(1));
         let (_, rev) = store
-            .commit_blocking(|tx| {
-                tx.put(TreeId::Providers, "b", &provider("b"))?;
-                tx.put(TreeId::Providers, "b", &provider("b"))
-            })
+            .commit_blocking(
+                |_| Ok(()),
+                |tx, ()| {
+                    tx.put(TreeId::Providers, "b", &provider("b"))?;
+                    tx.put(TreeId::Providers, "b", &provider("b"))
+                },
+            )
             .unwrap();
         assert_eq!(rev, Some(2));
         let changes = store.changes_since(0, 2).unwrap().unwrap();
@@ -508,10 +521,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 100).unwrap();
         let err = store
-            .commit_blocking(|tx| -> TxResult<()> {
-                tx.put(TreeId::Providers, "a", &provider("a"))?;
-                abort(Error::Invalid("no".into()))
-            })
+            .commit_blocking(
+                |_| Ok(()),
+                |tx, ()| -> TxResult<()> {
+                    tx.put(TreeId::Providers, "a", &provider("a"))?;
+                    abort(Error::Invalid("no".into()))
+                },
+            )
             .unwrap_err();
         assert!(matches!(err, Error::Invalid(_)));
         assert_eq!(store.revision(), 0);
@@ -529,7 +545,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 100).unwrap();
         let (_, rev) = store
-            .commit_blocking(|tx| tx.remove(TreeId::Providers, "x"))
+            .commit_blocking(|_| Ok(()), |tx, ()| tx.remove(TreeId::Providers, "x"))
             .unwrap();
         assert_eq!(rev, None);
         assert_eq!(store.revision(), 0);
@@ -541,7 +557,10 @@ mod tests {
         let store = Store::open(dir.path(), 3).unwrap();
         for i in 0..5 {
             store
-                .commit_blocking(|tx| tx.put(TreeId::Providers, &format!("p{i}"), &provider("p")))
+                .commit_blocking(
+                    |_| Ok(()),
+                    |tx, ()| tx.put(TreeId::Providers, &format!("p{i}"), &provider("p")),
+                )
                 .unwrap();
         }
         assert_eq!(store.count(TreeId::Changelog), 3);
@@ -559,7 +578,10 @@ mod tests {
         let id = {
             let store = Store::open(dir.path(), 100).unwrap();
             store
-                .commit_blocking(|tx| tx.put(TreeId::Providers, "a", &provider("a")))
+                .commit_blocking(
+                    |_| Ok(()),
+                    |tx, ()| tx.put(TreeId::Providers, "a", &provider("a")),
+                )
                 .unwrap();
             store.inner.db.flush().unwrap();
             store.store_id().to_string()
