@@ -1,5 +1,189 @@
 //! Fulcrum's data plane: a stateless proxy that streams its config from the control plane.
+//!
+//! [`DataPlane::serve`] runs the HTTP server and the config stream client side by side.
+//! The data plane reports ready once the first snapshot is applied, keeps serving the last
+//! good config while the control plane is away, and drains on shutdown.
 
 pub mod config;
+mod discovery;
+pub mod error;
+pub mod runtime;
+mod server;
+
+use std::future::{Future, IntoFuture};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
 
 pub use config::Config;
+pub use error::{Error, Rejection};
+pub use runtime::{RuntimeConfig, RuntimeConfigHandle};
+
+use crate::discovery::Discovery;
+
+/// One data plane process: its config and the runtime config it streams in.
+#[derive(Debug)]
+pub struct DataPlane {
+    config: Config,
+    runtime: RuntimeConfigHandle,
+}
+
+// === impl DataPlane ===
+
+impl DataPlane {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            runtime: RuntimeConfigHandle::new(),
+        }
+    }
+
+    /// Cheap clone handle to the current runtime config (`ArcSwap` inside): readers never lock.
+    pub fn runtime(&self) -> RuntimeConfigHandle {
+        self.runtime.clone()
+    }
+
+    /// Serves HTTP on `listener` (`/healthz` always 200 "ok"; `/readyz` 503 until the first
+    /// snapshot is applied, then 200) and runs the config stream client, until `shutdown`
+    /// resolves; then marks itself not ready, stops the config stream, drains HTTP
+    /// connections within `config.grace_period`, and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let local_addr = listener.local_addr().map_err(Error::ListenerAddr)?;
+        let discovery = Discovery::new(&self.config, local_addr, self.runtime.clone())?;
+        // Both tasks watch one switch, so that shutdown reaches them in one step.
+        let (stop, stopped) = watch::channel(false);
+
+        let discovery_task = tokio::spawn(discovery.run(stopped.clone()));
+        let http = axum::serve(listener, server::router(self.runtime.clone()))
+            .with_graceful_shutdown(async move {
+                let mut stopped = stopped;
+                // An error means the switch was dropped, which also means stop.
+                let _ = stopped.wait_for(|stop| *stop).await;
+            });
+        let mut http_task = tokio::spawn(http.into_future());
+        info!(
+            listen = %local_addr,
+            node_id = %self.config.node_id,
+            control_plane = %self.config.control_plane,
+            "data plane started"
+        );
+
+        // Run until asked to stop, or until the HTTP server gives up on its own.
+        let failed = tokio::select! {
+            () = shutdown => None,
+            ended = &mut http_task => Some(ended),
+        };
+
+        // Not ready first, so that probes steer traffic away while connections drain.
+        info!(
+            grace_period_secs = self.config.grace_period.as_secs_f64(),
+            "shutting down"
+        );
+        self.runtime.set_draining();
+        stop.send_replace(true);
+        let discovery_ended = discovery_task.await;
+
+        let http_ended = match failed {
+            Some(ended) => ended,
+            None => match tokio::time::timeout(self.config.grace_period, &mut http_task).await {
+                Ok(ended) => ended,
+                Err(_) => {
+                    warn!("grace period over; closing the connections still open");
+                    http_task.abort();
+                    http_task.await
+                }
+            },
+        };
+
+        discovery_ended.map_err(|source| Error::TaskPanicked {
+            task: "discovery",
+            source,
+        })?;
+        match http_ended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Http(e)),
+            Err(e) if e.is_cancelled() => {}
+            Err(source) => {
+                return Err(Error::TaskPanicked {
+                    task: "http",
+                    source,
+                });
+            }
+        }
+        info!("data plane stopped");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::discovery::tests::{ControlPlane, config, snapshot};
+
+    /// A bare HTTP/1.1 GET: the status code and the body.
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn ready_after_first_snapshot_and_not_after_shutdown() {
+        let mut cp = ControlPlane::start().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let data_plane = DataPlane::new(config(&cp.url));
+        let runtime = data_plane.runtime();
+        let (trigger, shutdown) = oneshot::channel::<()>();
+        let serving = tokio::spawn(data_plane.serve(listener, async move {
+            let _ = shutdown.await;
+        }));
+
+        assert_eq!(get(addr, "/healthz").await, (200, "ok".to_string()));
+        assert_eq!(get(addr, "/readyz").await.0, 503);
+
+        let mut session = cp.session().await;
+        assert_eq!(
+            session.first.node.as_ref().unwrap().listen_addr,
+            addr.to_string()
+        );
+        session.send(snapshot(1, "n1")).await;
+        assert_eq!(session.answer().await.applied_revision, 1);
+        assert_eq!(get(addr, "/readyz").await, (200, "ok".to_string()));
+        assert_eq!(runtime.wait_for_revision(1).await.revision, 1);
+
+        trigger.send(()).unwrap();
+        serving.await.unwrap().unwrap();
+        assert!(!runtime.is_ready());
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "listener still open"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_control_plane_url_fails_at_start() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err = DataPlane::new(config("::nonsense::"))
+            .serve(listener, std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::ControlPlaneUrl { .. }), "{err}");
+    }
+}

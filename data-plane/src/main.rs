@@ -1,1 +1,134 @@
-fn main() {}
+//! `fulcrum-proxy`: parses flags and environment, starts logging, and runs the data plane
+//! until SIGTERM or Ctrl-C.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use fulcrum_proto::model::Secret;
+use fulcrum_proxy::{Config, DataPlane};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// Environment variable holding the join token. Not a flag: flags show up in `ps`.
+const JOIN_TOKEN_ENV: &str = "FULCRUM_JOIN_TOKEN";
+
+/// Fulcrum data plane: proxies LLM API traffic with config streamed from the control plane.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+#[command(
+    after_help = "The join token is read from FULCRUM_JOIN_TOKEN. Log filters come from RUST_LOG."
+)]
+struct Args {
+    /// gRPC URL of the control plane.
+    #[arg(
+        long,
+        env = "FULCRUM_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    control_plane: String,
+    /// Address to serve clients and probes on.
+    #[arg(long, env = "FULCRUM_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Stable id of this process in the cluster [default: the hostname, else random].
+    #[arg(long, env = "FULCRUM_NODE_ID")]
+    node_id: Option<String>,
+    /// Seconds that in-flight requests may run after shutdown begins.
+    #[arg(long, env = "FULCRUM_GRACE_PERIOD_SECS", default_value_t = 30)]
+    grace_period_secs: u64,
+    /// Log line format.
+    #[arg(long, env = "FULCRUM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+
+    let join_token = match std::env::var(JOIN_TOKEN_ENV) {
+        Ok(token) if !token.trim().is_empty() => Secret::new(token.trim().to_string()),
+        _ => bail!("{JOIN_TOKEN_ENV} is not set: set it to the control plane's join token"),
+    };
+    let node_id = match args.node_id {
+        Some(id) if !id.trim().is_empty() => id.trim().to_string(),
+        _ => default_node_id(),
+    };
+    let config = Config {
+        control_plane: args.control_plane,
+        join_token,
+        node_id,
+        grace_period: Duration::from_secs(args.grace_period_secs),
+    };
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    DataPlane::new(config)
+        .serve(listener, shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, not for log collectors.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The hostname, unique per pod or machine; a random id where there is none.
+fn default_node_id() -> String {
+    let hostname = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|name| name.trim().to_string())
+        .find(|name| !name.is_empty());
+    if let Some(hostname) = hostname {
+        return hostname;
+    }
+    // Without randomness two such nodes would share an id; 0 still starts the process.
+    format!("dp-{:016x}", getrandom::u64().unwrap_or(0))
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for sigterm");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received"),
+        () = terminate => tracing::info!("sigterm received"),
+    }
+}
