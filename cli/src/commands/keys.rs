@@ -1,0 +1,405 @@
+//! `fulcrumctl keys ...`
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{ArgGroup, Subcommand};
+use fulcrum_proto::model::KeyState;
+use fulcrum_proto::pb;
+use serde_json::{Value, json};
+
+use super::parse_provider_name;
+use crate::client::{self, AdminClient};
+use crate::output::{self, Format, Table};
+
+/// What `keys list` shows without `--limit` or `--all`.
+const DEFAULT_LIMIT: usize = 100;
+/// Page size when paging through everything (the server allows up to 10,000).
+const PAGE_SIZE: u32 = 1_000;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add keys to a provider, from arguments and/or a file (one key a line, `-` for stdin).
+    ///
+    /// Every line goes to the control plane in one call; blank lines and `#` comments are
+    /// skipped there, and each line gets its own result.
+    #[command(group(ArgGroup::new("input").required(true).multiple(true).args(["keys", "file"])))]
+    Add {
+        #[arg(long, value_parser = parse_provider_name)]
+        provider: String,
+        /// Keys given on the command line (they end up in shell history: prefer --file).
+        keys: Vec<String>,
+        /// File with one key a line; `-` reads stdin.
+        #[arg(long, value_name = "PATH|-")]
+        file: Option<PathBuf>,
+    },
+    /// List keys (masked), in id order.
+    List {
+        #[arg(long, value_parser = parse_provider_name)]
+        provider: Option<String>,
+        /// active, cooling, exhausted, failing, invalid or disabled.
+        #[arg(long)]
+        state: Option<KeyState>,
+        /// How many keys to show.
+        #[arg(long, default_value_t = DEFAULT_LIMIT, value_parser = parse_limit, conflicts_with = "all")]
+        limit: usize,
+        /// Page through every key.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Put keys back in rotation.
+    Enable {
+        #[arg(required = true, value_parser = parse_key_id)]
+        ids: Vec<String>,
+    },
+    /// Take keys out of rotation until enabled again.
+    Disable {
+        #[arg(required = true, value_parser = parse_key_id)]
+        ids: Vec<String>,
+        /// Why (shown as the state reason) [default: "disabled by operator"].
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Delete keys.
+    Remove {
+        #[arg(required = true, value_parser = parse_key_id)]
+        ids: Vec<String>,
+    },
+}
+
+pub async fn run(
+    cmd: &KeysCommand,
+    client: &mut AdminClient,
+    format: Format,
+) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Add {
+            provider,
+            keys,
+            file,
+        } => add(client, format, provider, keys, file.as_ref()).await,
+        KeysCommand::List {
+            provider,
+            state,
+            limit,
+            all,
+        } => {
+            let limit = if *all { usize::MAX } else { *limit };
+            list(client, format, provider.as_deref(), *state, limit).await
+        }
+        KeysCommand::Enable { ids } => {
+            let request = pb::EnableKeysRequest { ids: ids.clone() };
+            let response = client.enable_keys(request).await?.into_inner();
+            changed(format, "enabled", response.changed, response.revision)
+        }
+        KeysCommand::Disable { ids, reason } => {
+            let request = pb::DisableKeysRequest {
+                ids: ids.clone(),
+                reason: reason.clone().unwrap_or_default(),
+            };
+            let response = client.disable_keys(request).await?.into_inner();
+            changed(format, "disabled", response.changed, response.revision)
+        }
+        KeysCommand::Remove { ids } => {
+            let request = pb::DeleteKeysRequest { ids: ids.clone() };
+            let response = client.delete_keys(request).await?.into_inner();
+            changed(format, "removed", response.deleted, response.revision)
+        }
+    }
+}
+
+fn changed(format: Format, verb: &str, count: u64, revision: u64) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return output::print_json(&json!({ verb: count, "revision": revision }));
+    }
+    let noun = if count == 1 { "key" } else { "keys" };
+    output::print(&format!("{verb} {count} {noun} (revision {revision})"))
+}
+
+// === add ===
+
+/// Where the lines of an `AddKeys` request came from, to name them in messages the way the
+/// operator gave them.
+struct Origin {
+    args: usize,
+    file: Option<String>,
+}
+
+impl Origin {
+    /// `line` is 1-based over the whole request.
+    fn describe(&self, line: u32) -> String {
+        let index = usize::try_from(line).unwrap_or(usize::MAX);
+        if index <= self.args {
+            return format!("argument {index}");
+        }
+        match &self.file {
+            Some(name) => format!("{name} line {}", index - self.args),
+            None => format!("line {index}"),
+        }
+    }
+}
+
+async fn add(
+    client: &mut AdminClient,
+    format: Format,
+    provider: &str,
+    args: &[String],
+    file: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    let mut lines: Vec<String> = args.to_vec();
+    let mut origin = Origin {
+        args: args.len(),
+        file: None,
+    };
+    if let Some(path) = file {
+        let text = read_input(path)?;
+        lines.extend(text.lines().map(str::to_string));
+        origin.file = Some(if path.as_os_str() == "-" {
+            "stdin".to_string()
+        } else {
+            path.display().to_string()
+        });
+    }
+    let mut request = tonic::Request::new(pb::AddKeysRequest {
+        provider: provider.to_string(),
+        keys: lines,
+    });
+    request.set_timeout(client::BULK_TIMEOUT);
+    let response = client.add_keys(request).await?.into_inner();
+
+    // Invalid lines go to stderr in both formats, so they are seen even when stdout is piped.
+    for result in &response.results {
+        if result.outcome == pb::AddKeyOutcome::Invalid as i32 {
+            output::note(&format!(
+                "{}: invalid: {}",
+                origin.describe(result.line),
+                output::or_dash(&result.message)
+            ));
+        }
+    }
+    if format == Format::Json {
+        let results: Vec<Value> = response
+            .results
+            .iter()
+            .map(|r| {
+                json!({
+                    "line": r.line,
+                    "outcome": output::add_key_outcome_name(r.outcome),
+                    "id": r.id,
+                    "masked": r.masked,
+                    "message": r.message,
+                })
+            })
+            .collect();
+        return output::print_json(&json!({
+            "provider": provider,
+            "added": response.added,
+            "duplicates": response.duplicates,
+            "invalid": response.invalid,
+            "skipped": response.skipped,
+            "revision": response.revision,
+            "results": results,
+        }));
+    }
+    let mut text = format!(
+        "added {}, duplicates {}, invalid {}, skipped {} (revision {})\n",
+        response.added, response.duplicates, response.invalid, response.skipped, response.revision
+    );
+    for result in &response.results {
+        if result.outcome == pb::AddKeyOutcome::Duplicate as i32 {
+            let message = match (result.message.is_empty(), result.id.is_empty()) {
+                (true, _) => format!("already stored as {} ({})", result.id, result.masked),
+                (false, true) => result.message.clone(),
+                (false, false) => format!("{} (id {})", result.message, result.id),
+            };
+            text.push_str(&format!(
+                "{}: duplicate: {message}\n",
+                origin.describe(result.line)
+            ));
+        }
+    }
+    output::print(&text)
+}
+
+fn read_input(path: &PathBuf) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .lock()
+            .read_to_string(&mut text)
+            .context("cannot read keys from stdin")?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    Ok(text)
+}
+
+// === list ===
+
+async fn list(
+    client: &mut AdminClient,
+    format: Format,
+    provider: Option<&str>,
+    state: Option<KeyState>,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let mut keys: Vec<pb::ProviderKey> = Vec::new();
+    let mut page_token = String::new();
+    let more = loop {
+        let wanted = limit.saturating_sub(keys.len());
+        let page_size = u32::try_from(wanted).unwrap_or(PAGE_SIZE).min(PAGE_SIZE);
+        let request = pb::ListKeysRequest {
+            provider: provider.unwrap_or_default().to_string(),
+            state: state.map_or(pb::KeyState::Unspecified, KeyState::to_pb) as i32,
+            page_size,
+            page_token: page_token.clone(),
+        };
+        let response = client.list_keys(request).await?.into_inner();
+        keys.extend(response.keys);
+        if keys.len() > limit {
+            keys.truncate(limit);
+            break true;
+        }
+        if response.next_page_token.is_empty() {
+            break false;
+        }
+        if keys.len() == limit {
+            break true;
+        }
+        page_token = response.next_page_token;
+    };
+
+    if more {
+        output::note(&format!(
+            "showing the first {} keys; use --limit N or --all to see more",
+            keys.len()
+        ));
+    }
+    if format == Format::Json {
+        let keys: Vec<Value> = keys.iter().map(output::key_json).collect();
+        return output::print_json(&json!({ "keys": keys, "truncated": more }));
+    }
+    if keys.is_empty() {
+        output::note("no keys");
+        return Ok(());
+    }
+    let now = output::now_unix_ms();
+    let mut table = Table::new(["ID", "PROVIDER", "KEY", "STATE", "REASON", "UNTIL"]);
+    for k in &keys {
+        table.row(vec![
+            k.id.clone(),
+            k.provider.clone(),
+            k.masked.clone(),
+            output::key_state_name(k.state).to_string(),
+            output::or_dash(&k.state_reason),
+            output::until(k.state_until_unix_ms, now),
+        ]);
+    }
+    output::print(&table.render())
+}
+
+fn parse_limit(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "invalid limit {value:?}: expected a positive number"
+        )),
+    }
+}
+
+/// 16 lowercase hex characters, as the control plane derives them.
+fn parse_key_id(value: &str) -> Result<String, String> {
+    let ok = value.len() == 16
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "invalid key id {value:?}: expected 16 lowercase hex characters (see `keys list`)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::commands::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<KeysCommand, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("fulcrumctl").chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Keys(cmd) => Ok(cmd),
+            other => panic!("unexpected command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn add_needs_keys_or_a_file() {
+        assert_eq!(
+            parse(&["keys", "add", "--provider", "p"])
+                .expect_err("no input")
+                .exit_code(),
+            2
+        );
+        assert!(parse(&["keys", "add", "--provider", "p", "--file", "-"]).is_ok());
+        let cmd = parse(&["keys", "add", "--provider", "p", "k1", "k2"]).expect("parses");
+        assert!(matches!(cmd, KeysCommand::Add { keys, file: None, .. } if keys.len() == 2));
+    }
+
+    #[test]
+    fn list_defaults_and_states() {
+        let cmd = parse(&["keys", "list"]).expect("parses");
+        assert!(matches!(
+            cmd,
+            KeysCommand::List {
+                limit: DEFAULT_LIMIT,
+                all: false,
+                state: None,
+                ..
+            }
+        ));
+        let cmd = parse(&["keys", "list", "--state", "cooling", "--all"]).expect("parses");
+        assert!(matches!(
+            cmd,
+            KeysCommand::List {
+                state: Some(KeyState::Cooling),
+                all: true,
+                ..
+            }
+        ));
+        assert!(parse(&["keys", "list", "--state", "sleepy"]).is_err());
+        assert!(parse(&["keys", "list", "--limit", "5", "--all"]).is_err());
+        assert!(parse(&["keys", "list", "--limit", "0"]).is_err());
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(parse(&["keys", "enable", "0123456789abcdef"]).is_ok());
+        assert!(parse(&["keys", "remove", "xyz"]).is_err());
+        assert!(parse(&["keys", "disable"]).is_err());
+        let cmd =
+            parse(&["keys", "disable", "0123456789abcdef", "--reason", "leaked"]).expect("parses");
+        assert!(matches!(cmd, KeysCommand::Disable { reason: Some(r), .. } if r == "leaked"));
+    }
+
+    #[test]
+    fn origin_names_lines_as_given() {
+        let origin = Origin {
+            args: 2,
+            file: Some("keys.txt".into()),
+        };
+        assert_eq!(origin.describe(2), "argument 2");
+        assert_eq!(origin.describe(3), "keys.txt line 1");
+        let origin = Origin {
+            args: 0,
+            file: None,
+        };
+        assert_eq!(origin.describe(7), "line 7");
+    }
+}

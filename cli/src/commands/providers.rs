@@ -1,0 +1,302 @@
+//! `fulcrumctl providers ...`
+
+use anyhow::bail;
+use clap::{ArgGroup, Subcommand};
+use fulcrum_proto::model::ProviderType;
+use fulcrum_proto::pb;
+use serde_json::json;
+
+use super::{parse_base_url, parse_provider_name};
+use crate::client::AdminClient;
+use crate::output::{self, Format, Table};
+
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Create a provider.
+    Add {
+        #[arg(value_parser = parse_provider_name)]
+        name: String,
+        /// gemini, openai, anthropic, vertex-express or mock.
+        #[arg(long = "type", value_name = "TYPE")]
+        provider_type: ProviderType,
+        /// Absolute http(s) URL; the type's default if left out.
+        #[arg(long, value_parser = parse_base_url)]
+        base_url: Option<String>,
+        /// Lower is tried first when several providers serve a model [default: 100].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        priority: Option<u32>,
+        /// Share of traffic among providers of the same priority [default: 1].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        weight: Option<u32>,
+    },
+    /// List every provider.
+    List,
+    /// Show one provider with its key counts by state.
+    Get {
+        #[arg(value_parser = parse_provider_name)]
+        name: String,
+    },
+    /// Delete a provider (refused while it has keys, unless --force, or a route names it).
+    Remove {
+        #[arg(value_parser = parse_provider_name)]
+        name: String,
+        /// Delete its keys with it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change a provider's base URL, priority or weight.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["base_url", "priority", "weight"])))]
+    Update {
+        #[arg(value_parser = parse_provider_name)]
+        name: String,
+        #[arg(long, value_parser = parse_base_url)]
+        base_url: Option<String>,
+        #[arg(long)]
+        priority: Option<u32>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        weight: Option<u32>,
+    },
+}
+
+pub async fn run(
+    cmd: &ProvidersCommand,
+    client: &mut AdminClient,
+    format: Format,
+) -> anyhow::Result<()> {
+    match cmd {
+        ProvidersCommand::Add {
+            name,
+            provider_type,
+            base_url,
+            priority,
+            weight,
+        } => {
+            let request = pb::CreateProviderRequest {
+                name: name.clone(),
+                r#type: provider_type.to_pb() as i32,
+                base_url: base_url.clone().unwrap_or_default(),
+                priority: priority.unwrap_or(0),
+                weight: weight.unwrap_or(0),
+            };
+            let response = client.create_provider(request).await?.into_inner();
+            let Some(provider) = response.provider else {
+                bail!("the control plane answered without the provider");
+            };
+            if format == Format::Json {
+                return output::print_json(&json!({
+                    "provider": output::provider_json(&provider),
+                    "revision": response.revision,
+                }));
+            }
+            output::print(&format!(
+                "created provider {:?} (revision {})",
+                provider.name, response.revision
+            ))?;
+            output::print(&provider_fields(&provider, None))
+        }
+        ProvidersCommand::List => {
+            let response = client
+                .list_providers(pb::ListProvidersRequest {})
+                .await?
+                .into_inner();
+            if format == Format::Json {
+                let providers: Vec<_> = response
+                    .providers
+                    .iter()
+                    .map(output::provider_json)
+                    .collect();
+                return output::print_json(&json!({ "providers": providers }));
+            }
+            let mut table = Table::new(["NAME", "TYPE", "BASE URL", "PRIORITY", "WEIGHT"]);
+            for p in &response.providers {
+                table.row(vec![
+                    p.name.clone(),
+                    output::provider_type_name(p.r#type).to_string(),
+                    output::or_dash(&p.base_url),
+                    p.priority.to_string(),
+                    p.weight.to_string(),
+                ]);
+            }
+            if table.is_empty() {
+                output::note(
+                    "no providers (add one with `fulcrumctl providers add NAME --type TYPE`)",
+                );
+                return Ok(());
+            }
+            output::print(&table.render())
+        }
+        ProvidersCommand::Get { name } => {
+            let request = pb::GetProviderRequest { name: name.clone() };
+            let response = client.get_provider(request).await?.into_inner();
+            let Some(provider) = response.provider else {
+                bail!("the control plane answered without the provider");
+            };
+            if format == Format::Json {
+                return output::print_json(&json!({
+                    "provider": output::provider_json(&provider),
+                    "key_counts": output::key_counts_json(&response.key_counts),
+                }));
+            }
+            output::print(&provider_fields(&provider, Some(&response.key_counts)))
+        }
+        ProvidersCommand::Remove { name, force } => {
+            let request = pb::DeleteProviderRequest {
+                name: name.clone(),
+                force: *force,
+            };
+            let response = client.delete_provider(request).await?.into_inner();
+            if format == Format::Json {
+                return output::print_json(&json!({
+                    "name": name,
+                    "keys_deleted": response.keys_deleted,
+                    "revision": response.revision,
+                }));
+            }
+            let keys = if response.keys_deleted > 0 {
+                format!(" and its {} keys", response.keys_deleted)
+            } else {
+                String::new()
+            };
+            output::print(&format!(
+                "removed provider {name:?}{keys} (revision {})",
+                response.revision
+            ))
+        }
+        ProvidersCommand::Update {
+            name,
+            base_url,
+            priority,
+            weight,
+        } => {
+            let request = pb::UpdateProviderRequest {
+                name: name.clone(),
+                base_url: base_url.clone(),
+                priority: *priority,
+                weight: *weight,
+            };
+            let response = client.update_provider(request).await?.into_inner();
+            let Some(provider) = response.provider else {
+                bail!("the control plane answered without the provider");
+            };
+            if format == Format::Json {
+                return output::print_json(&json!({
+                    "provider": output::provider_json(&provider),
+                    "revision": response.revision,
+                }));
+            }
+            output::print(&format!(
+                "updated provider {:?} (revision {})",
+                provider.name, response.revision
+            ))?;
+            output::print(&provider_fields(&provider, None))
+        }
+    }
+}
+
+fn provider_fields(p: &pb::Provider, key_counts: Option<&[pb::KeyStateCount]>) -> String {
+    let now = output::now_unix_ms();
+    let mut pairs = vec![
+        ("name", p.name.clone()),
+        ("type", output::provider_type_name(p.r#type).to_string()),
+        ("base url", output::or_dash(&p.base_url)),
+        ("priority", p.priority.to_string()),
+        ("weight", p.weight.to_string()),
+        ("created", output::ago(p.created_unix_ms, now)),
+        ("updated", output::ago(p.updated_unix_ms, now)),
+    ];
+    if let Some(counts) = key_counts {
+        let total: u64 = counts.iter().map(|c| c.count).sum();
+        pairs.push((
+            "keys",
+            format!("{total} ({})", output::key_counts_line(counts)),
+        ));
+    }
+    output::fields(&pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::commands::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<ProvidersCommand, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("fulcrumctl").chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Providers(cmd) => Ok(cmd),
+            other => panic!("unexpected command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn add_parses_type_and_options() {
+        let cmd = parse(&[
+            "providers",
+            "add",
+            "oa",
+            "--type",
+            "openai",
+            "--weight",
+            "3",
+        ])
+        .expect("parses");
+        let ProvidersCommand::Add {
+            name,
+            provider_type,
+            weight,
+            base_url,
+            ..
+        } = cmd
+        else {
+            panic!("not add");
+        };
+        assert_eq!(name, "oa");
+        assert_eq!(provider_type, ProviderType::OpenAi);
+        assert_eq!(weight, Some(3));
+        assert_eq!(base_url, None);
+    }
+
+    #[test]
+    fn bad_input_fails_before_any_rpc() {
+        for args in [
+            &["providers", "add", "oa", "--type", "nope"][..],
+            &["providers", "add", "Bad Name", "--type", "openai"],
+            &[
+                "providers",
+                "add",
+                "oa",
+                "--type",
+                "openai",
+                "--base-url",
+                "ftp://x",
+            ],
+            &[
+                "providers",
+                "add",
+                "oa",
+                "--type",
+                "openai",
+                "--weight",
+                "0",
+            ],
+            &["providers", "add", "oa"],
+            &["providers", "update", "oa"],
+        ] {
+            let err = parse(args).expect_err("rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn update_takes_any_change() {
+        let cmd = parse(&["providers", "update", "oa", "--priority", "0"]).expect("parses");
+        assert!(matches!(
+            cmd,
+            ProvidersCommand::Update {
+                priority: Some(0),
+                ..
+            }
+        ));
+    }
+}
