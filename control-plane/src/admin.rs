@@ -358,8 +358,9 @@ impl AdminService for Admin {
                         )));
                     }
                     if !key_ids.is_empty() && !req.force {
+                        let noun = if key_ids.len() == 1 { "key" } else { "keys" };
                         return abort(Error::FailedPrecondition(format!(
-                            "provider {:?} still has {} keys; remove them first or delete with force",
+                            "provider {:?} still has {} {noun}; remove them first or delete with force",
                             req.name,
                             key_ids.len()
                         )));

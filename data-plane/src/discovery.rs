@@ -192,6 +192,7 @@ impl Discovery {
         let config = match applied {
             Ok(config) => config,
             Err(rejection) => {
+                self.runtime.record_rejected();
                 warn!(
                     revision,
                     kind = summary.kind,
@@ -208,6 +209,9 @@ impl Discovery {
                 });
             }
         };
+        let elapsed = started.elapsed();
+        self.runtime
+            .record_applied(summary.kind == "snapshot", elapsed);
         info!(
             revision,
             kind = summary.kind,
@@ -216,7 +220,7 @@ impl Discovery {
             keys = config.keys.len(),
             routes = config.routes.len(),
             client_tokens = config.client_tokens.len(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            elapsed_ms = elapsed.as_secs_f64() * 1e3,
             "applied config"
         );
         debug!(nonce = %nonce, "acking");

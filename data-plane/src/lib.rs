@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 pub use config::Config;
 pub use error::{Error, Rejection};
-pub use runtime::{RuntimeConfig, RuntimeConfigHandle};
+pub use runtime::{ApplyStats, RuntimeConfig, RuntimeConfigHandle};
 
 use crate::discovery::Discovery;
 

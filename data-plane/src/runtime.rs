@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 use fulcrum_proto::model::{
@@ -530,6 +530,21 @@ struct Shared {
     applied: watch::Sender<Option<u64>>,
     /// Set once shutdown begins, so that load balancers stop sending traffic.
     draining: AtomicBool,
+    snapshots_applied: AtomicU64,
+    deltas_applied: AtomicU64,
+    rejected: AtomicU64,
+    last_apply_micros: AtomicU64,
+}
+
+/// How the config in force came to be, for tests, benchmarks and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApplyStats {
+    pub snapshots_applied: u64,
+    pub deltas_applied: u64,
+    /// Responses NACKed.
+    pub rejected: u64,
+    /// Time to validate, build and swap in the last applied response.
+    pub last_apply: std::time::Duration,
 }
 
 // === impl RuntimeConfigHandle ===
@@ -541,6 +556,10 @@ impl RuntimeConfigHandle {
                 current: ArcSwapOption::empty(),
                 applied: watch::Sender::new(None),
                 draining: AtomicBool::new(false),
+                snapshots_applied: AtomicU64::new(0),
+                deltas_applied: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+                last_apply_micros: AtomicU64::new(0),
             }),
         }
     }
@@ -580,6 +599,35 @@ impl RuntimeConfigHandle {
         let previous = self.shared.current.swap(Some(config));
         self.shared.applied.send_replace(Some(revision));
         previous
+    }
+
+    /// Counts of applied and rejected responses, and the last apply time.
+    pub fn stats(&self) -> ApplyStats {
+        ApplyStats {
+            snapshots_applied: self.shared.snapshots_applied.load(Ordering::Relaxed),
+            deltas_applied: self.shared.deltas_applied.load(Ordering::Relaxed),
+            rejected: self.shared.rejected.load(Ordering::Relaxed),
+            last_apply: std::time::Duration::from_micros(
+                self.shared.last_apply_micros.load(Ordering::Relaxed),
+            ),
+        }
+    }
+
+    pub(crate) fn record_applied(&self, snapshot: bool, elapsed: std::time::Duration) {
+        let counter = if snapshot {
+            &self.shared.snapshots_applied
+        } else {
+            &self.shared.deltas_applied
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.shared
+            .last_apply_micros
+            .store(micros, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_rejected(&self) {
+        self.shared.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Marks the data plane as shutting down: not ready from now on.

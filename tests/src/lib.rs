@@ -4,9 +4,11 @@
 
 pub mod cli;
 pub mod control;
+pub mod data;
 
 pub use cli::{CliOutput, fulcrumctl_path, run_fulcrumctl};
 pub use control::ControlPlaneHandle;
+pub use data::DataPlaneHandle;
 
 use std::time::Duration;
 
