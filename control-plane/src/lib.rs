@@ -147,8 +147,12 @@ impl ControlPlane {
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
 
-        let grpc_addr = listeners.grpc.local_addr().ok();
-        let http_addr = listeners.http.local_addr().ok();
+        let addr = |l: &tokio::net::TcpListener| {
+            l.local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string())
+        };
+        let grpc_addr = addr(&listeners.grpc);
+        let http_addr = addr(&listeners.http);
         let grpc = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -175,7 +179,7 @@ impl ControlPlane {
         .with_graceful_shutdown(stopped(stop_rx.clone()));
         let mut grpc = tokio::spawn(grpc);
         let mut http = tokio::spawn(async move { http.await });
-        tracing::info!(grpc = ?grpc_addr, http = ?http_addr, revision = store.revision(), "control plane serving");
+        tracing::info!(grpc = %grpc_addr, http = %http_addr, revision = store.revision(), "control plane serving");
 
         let mut failure = None;
         tokio::select! {
