@@ -22,8 +22,10 @@ pub fn fulcrumctl_path() -> PathBuf {
         let path = profile_dir.join("fulcrumctl");
         if !path.exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let release = profile_dir.ends_with("release");
             let status = std::process::Command::new(cargo)
                 .args(["build", "-p", "fulcrumctl", "--bin", "fulcrumctl"])
+                .args(release.then_some("--release"))
                 .status()
                 .expect("run cargo build for fulcrumctl");
             assert!(status.success(), "cargo build -p fulcrumctl failed");

@@ -357,3 +357,48 @@ async fn paging_walks_every_key_once() {
     assert_eq!(err.code(), Code::NotFound);
     control.stop().await;
 }
+
+#[tokio::test]
+async fn the_http_listener_serves_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlPlaneHandle::start(dir.path()).await;
+    let mut admin = control.admin().await;
+    admin
+        .create_provider(pb::CreateProviderRequest {
+            name: "p".into(),
+            r#type: pb::ProviderType::Mock as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .add_keys(pb::AddKeysRequest {
+            provider: "p".into(),
+            keys: vec![
+                "sk-metrics-0123456789".into(),
+                "sk-metrics-9876543210".into(),
+            ],
+        })
+        .await
+        .unwrap();
+    let (status, body) = fulcrum_tests::http_get(control.http_addr, "/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (status, body) = fulcrum_tests::http_get(control.http_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "fulcrum_config_revision 2",
+        "fulcrum_keys{state=\"active\"} 2",
+        "fulcrum_keys{state=\"disabled\"} 0",
+        "fulcrum_providers 1",
+        "fulcrum_data_planes_connected 0",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "{line:?} missing from:\n{body}"
+        );
+    }
+    assert!(!body.contains("sk-metrics"), "no key in metrics");
+    let (status, _) = fulcrum_tests::http_get(control.http_addr, "/nope").await;
+    assert_eq!(status, 404);
+    control.stop().await;
+}
