@@ -7,8 +7,10 @@ pub mod auth;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod health;
 pub mod snapshot;
 pub mod store;
+pub mod telemetry;
 pub mod web;
 
 use std::future::Future;
@@ -18,6 +20,7 @@ use fulcrum_proto::model::Secret;
 use fulcrum_proto::pb;
 use fulcrum_proto::pb::admin_service_server::AdminServiceServer;
 use fulcrum_proto::pb::discovery_service_server::DiscoveryServiceServer;
+use fulcrum_proto::pb::telemetry_service_server::TelemetryServiceServer;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
@@ -28,7 +31,9 @@ pub use config::{Config, Listeners};
 use crate::admin::Admin;
 use crate::auth::BearerAuth;
 use crate::discovery::{Discovery, NodeRegistry};
+use crate::health::KeyHealth;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
 /// Largest gRPC message accepted or sent: a bulk import or a snapshot of 100,000 keys is
 /// several MiB, over tonic's 4 MiB default.
@@ -120,7 +125,9 @@ impl ControlPlane {
         let (health, health_service) = tonic_health::server::health_reporter();
         let admin_name = <AdminServiceServer<Admin> as NamedService>::NAME;
         let discovery_name = <DiscoveryServiceServer<Discovery> as NamedService>::NAME;
-        for name in [admin_name, discovery_name, ""] {
+        let telemetry_name = <TelemetryServiceServer<Telemetry> as NamedService>::NAME;
+        let services = [admin_name, discovery_name, telemetry_name, ""];
+        for name in services {
             health
                 .set_service_status(name, tonic_health::ServingStatus::Serving)
                 .await;
@@ -151,6 +158,13 @@ impl ControlPlane {
             l.local_addr()
                 .map_or_else(|e| e.to_string(), |a| a.to_string())
         };
+        let key_health = KeyHealth::new(store.clone())
+            .map_err(|e| Error::Startup(format!("cannot load key health from the store: {e}")))?;
+        let telemetry =
+            TelemetryServiceServer::new(Telemetry::new(key_health.clone(), stop_rx.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let mut cooldowns = tokio::spawn(key_health.run_cooldown_timer(stop_rx.clone()));
+
         let grpc_addr = addr(&listeners.grpc);
         let http_addr = addr(&listeners.http);
         let grpc = tonic::transport::Server::builder()
@@ -163,6 +177,10 @@ impl ControlPlane {
             ))
             .add_service(InterceptedService::new(
                 discovery,
+                BearerAuth::new(&tokens.join, "join"),
+            ))
+            .add_service(InterceptedService::new(
+                telemetry,
                 BearerAuth::new(&tokens.join, "join"),
             ))
             .serve_with_incoming_shutdown(
@@ -200,6 +218,7 @@ impl ControlPlane {
             if !http.is_finished() {
                 let _ = (&mut http).await;
             }
+            let _ = (&mut cooldowns).await;
         })
         .await;
         if drained.is_err() {
@@ -208,6 +227,7 @@ impl ControlPlane {
             );
             grpc.abort();
             http.abort();
+            cooldowns.abort();
         }
         store
             .flush()

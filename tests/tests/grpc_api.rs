@@ -68,7 +68,12 @@ async fn health_reports_each_service_and_reflection_lists_them() {
     let dir = tempfile::tempdir().unwrap();
     let control = ControlPlaneHandle::start(dir.path()).await;
     let mut health = HealthClient::new(channel(&control).await);
-    for service in ["", "fulcrum.v1.AdminService", "fulcrum.v1.DiscoveryService"] {
+    for service in [
+        "",
+        "fulcrum.v1.AdminService",
+        "fulcrum.v1.DiscoveryService",
+        "fulcrum.v1.TelemetryService",
+    ] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),

@@ -1,0 +1,118 @@
+//! `TelemetryService`: acknowledged report batches from the data planes. Key events go to
+//! [`KeyHealth`]; each batch is acknowledged once its effects are durable.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use fulcrum_proto::pb;
+use fulcrum_proto::pb::telemetry_service_server::TelemetryService;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::health::KeyHealth;
+
+/// Serves report streams.
+#[derive(Clone)]
+pub struct Telemetry {
+    health: KeyHealth,
+    /// Highest sequence applied per data-plane instance, so that a batch sent again after a
+    /// reconnect is acknowledged without being applied twice.
+    applied: Arc<Mutex<HashMap<String, u64>>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Telemetry {
+    pub fn new(health: KeyHealth, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            health,
+            applied: Arc::default(),
+            shutdown,
+        }
+    }
+
+    fn last_applied(&self, instance: &str) -> u64 {
+        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        applied.get(instance).copied().unwrap_or(0)
+    }
+
+    fn mark_applied(&self, instance: &str, sequence: u64) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = applied.entry(instance.to_string()).or_default();
+        *entry = (*entry).max(sequence);
+    }
+
+    async fn session(
+        self,
+        mut inbound: Streaming<pb::ReportRequest>,
+        tx: mpsc::Sender<Result<pb::ReportResponse, Status>>,
+    ) {
+        let mut shutdown = self.shutdown.clone();
+        let mut identity: Option<(String, String)> = None;
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                message = inbound.message() => match message {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) | Err(_) => return,
+                },
+            };
+            let (node, instance) = match &identity {
+                Some(identity) => identity.clone(),
+                None => {
+                    let node = batch
+                        .node
+                        .as_ref()
+                        .map(|n| n.id.trim().to_string())
+                        .unwrap_or_default();
+                    if node.is_empty() || batch.instance_id.trim().is_empty() {
+                        let status = Status::invalid_argument(
+                            "the first report must carry node.id and instance_id",
+                        );
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                    identity = Some((node.clone(), batch.instance_id.clone()));
+                    (node, batch.instance_id.clone())
+                }
+            };
+            if batch.sequence > self.last_applied(&instance) {
+                if let Err(e) = self.health.apply(&node, batch.key_events).await {
+                    tracing::error!(node = %node, error = %e, "cannot apply key events");
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "the control plane could not store the report; send it again",
+                        )))
+                        .await;
+                    return;
+                }
+                self.mark_applied(&instance, batch.sequence);
+            }
+            let ack = pb::ReportResponse {
+                acked_sequence: batch.sequence,
+            };
+            if tx.send(Ok(ack)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+type ReportStream = Pin<Box<dyn Stream<Item = Result<pb::ReportResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TelemetryService for Telemetry {
+    type ReportStream = ReportStream;
+
+    async fn report(
+        &self,
+        request: Request<Streaming<pb::ReportRequest>>,
+    ) -> Result<Response<Self::ReportStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        // Owned by the stream: it ends with the data plane's stream or at shutdown.
+        tokio::spawn(self.clone().session(request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
