@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::error::{Chain, Error, Rejection, StreamError};
-use crate::runtime::{RuntimeConfig, RuntimeConfigHandle};
+use crate::runtime::{ApplyKind, RuntimeConfig, RuntimeConfigHandle};
 
 /// Snapshots with 100,000 keys are several MB; tonic's default limit is 4 MiB.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -178,19 +178,25 @@ impl Discovery {
         // milliseconds: keep both off the async workers that serve requests. The task is
         // awaited here, so it has an owner and responses are applied one at a time; only
         // shutdown drops it mid-flight, and then it finishes on its own.
+        let kind = match response.body {
+            Some(Body::Snapshot(_)) => ApplyKind::Snapshot,
+            // A response without a body is rejected; the kind is never counted.
+            _ => ApplyKind::Delta,
+        };
         let applied = tokio::task::spawn_blocking(move || -> Result<_, Rejection> {
             let current = runtime.load();
-            let config = Arc::new(RuntimeConfig::apply(current.as_deref(), &response)?);
-            let previous = runtime.store(Arc::clone(&config));
+            let config = Arc::new(RuntimeConfig::apply(current.as_deref(), response)?);
+            let elapsed = started.elapsed();
+            let previous = runtime.store(Arc::clone(&config), kind, elapsed);
             // Free the old config here unless a request still holds it.
-            drop((previous, current, response));
-            Ok(config)
+            drop((previous, current));
+            Ok((config, elapsed))
         })
         .await
         .map_err(StreamError::ApplyPanicked)?;
 
-        let config = match applied {
-            Ok(config) => config,
+        let (config, elapsed) = match applied {
+            Ok(applied) => applied,
             Err(rejection) => {
                 self.runtime.record_rejected();
                 warn!(
@@ -209,9 +215,6 @@ impl Discovery {
                 });
             }
         };
-        let elapsed = started.elapsed();
-        self.runtime
-            .record_applied(summary.kind == "snapshot", elapsed);
         info!(
             revision,
             kind = summary.kind,
@@ -560,6 +563,33 @@ pub(crate) mod tests {
             ("n4", 11)
         );
         assert!(nack.nack.unwrap().resync);
+
+        stop.send_replace(true);
+        client.await.unwrap();
+    }
+
+    /// Whoever waits for a revision reads the stats of that revision, not of the one
+    /// before: they are counted before the revision is published.
+    #[tokio::test]
+    async fn stats_are_counted_before_the_revision_is_published() {
+        let mut cp = ControlPlane::start().await;
+        let runtime = RuntimeConfigHandle::new();
+        let (stop, client) = start_client(&cp, &runtime);
+        let session = cp.session().await;
+
+        session.send(snapshot(10, "n1")).await;
+        runtime.wait_for_revision(10).await;
+        let stats = runtime.stats();
+        assert_eq!((stats.snapshots_applied, stats.deltas_applied), (1, 0));
+        assert!(stats.last_apply > Duration::ZERO);
+
+        let upserted = pb::Resources {
+            keys: vec![key("openai", "sk-new-key-0001")],
+            ..Default::default()
+        };
+        session.send(delta(11, 10, "n2", upserted)).await;
+        runtime.wait_for_revision(11).await;
+        assert_eq!(runtime.stats().deltas_applied, 1);
 
         stop.send_replace(true);
         client.await.unwrap();

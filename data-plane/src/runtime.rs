@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
-use fulcrum_proto::model::{
-    ClientToken, InvalidResource, Key, Provider, Route, Settings, settings,
-};
+use fulcrum_proto::model::{ClientToken, InvalidResource, Provider, Route, Settings, settings};
 use fulcrum_proto::pb;
 use fulcrum_proto::pb::ResourceKind;
 use fulcrum_proto::pb::stream_config_response::Body;
@@ -20,14 +18,15 @@ use tokio::sync::watch;
 
 use crate::error::Rejection;
 
+mod keys;
+
+pub use keys::Keys;
+
 /// A NACK names at most this many resources, so that a snapshot full of bad keys does not
 /// produce a NACK larger than the control plane accepts.
 const MAX_REJECTED_REFS: usize = 100;
 /// A NACK's reason quotes at most this many problems; the rest are counted.
 const MAX_REASONS: usize = 5;
-
-type KeysById = HashMap<String, Arc<Key>>;
-type KeysByProvider = HashMap<String, Vec<Arc<Key>>>;
 
 /// Every resource of one revision, validated and indexed. Never changes once built.
 #[derive(Debug)]
@@ -37,10 +36,8 @@ pub struct RuntimeConfig {
     pub store_id: String,
     /// By name.
     pub providers: HashMap<String, Provider>,
-    /// By id. Unchanged keys keep their `Arc` across deltas.
-    pub keys: HashMap<String, Arc<Key>>,
-    /// By provider name, each sorted by key id. Providers without keys have no entry.
-    pub keys_by_provider: HashMap<String, Vec<Arc<Key>>>,
+    /// By id and by provider. Unchanged keys keep their `Arc` across deltas.
+    pub keys: Keys,
     /// By model pattern.
     pub routes: BTreeMap<String, Route>,
     /// Token hash (lowercase hex SHA-256) to token name.
@@ -56,12 +53,13 @@ pub struct RuntimeConfig {
 
 impl RuntimeConfig {
     /// Builds the config a response leads to from the one in force (`None` before the
-    /// first snapshot). On a rejection nothing changes.
+    /// first snapshot). On a rejection nothing changes. Takes the response by value to
+    /// move its strings instead of copying them.
     pub fn apply(
         current: Option<&RuntimeConfig>,
-        response: &pb::StreamConfigResponse,
+        response: pb::StreamConfigResponse,
     ) -> Result<RuntimeConfig, Rejection> {
-        match &response.body {
+        match response.body {
             Some(Body::Snapshot(snapshot)) => {
                 Self::from_snapshot(response.revision, &response.store_id, snapshot)
             }
@@ -77,13 +75,14 @@ impl RuntimeConfig {
     pub fn from_snapshot(
         revision: u64,
         store_id: &str,
-        snapshot: &pb::Snapshot,
+        snapshot: pb::Snapshot,
     ) -> Result<RuntimeConfig, Rejection> {
-        let empty = Self::empty(revision, store_id);
-        match &snapshot.resources {
-            Some(resources) => empty.change(revision, store_id, resources, &[]),
-            None => empty.change(revision, store_id, &pb::Resources::default(), &[]),
-        }
+        Self::empty(revision, store_id).change(
+            revision,
+            store_id,
+            snapshot.resources.unwrap_or_default(),
+            &[],
+        )
     }
 
     /// Builds the config `delta` leads to from this one. The delta must start at this
@@ -92,7 +91,7 @@ impl RuntimeConfig {
         &self,
         revision: u64,
         store_id: &str,
-        delta: &pb::Delta,
+        delta: pb::Delta,
     ) -> Result<RuntimeConfig, Rejection> {
         if delta.base_revision != self.revision {
             return Err(Rejection::BaseMismatch {
@@ -112,15 +111,12 @@ impl RuntimeConfig {
                 base: delta.base_revision,
             });
         }
-        match &delta.upserted {
-            Some(upserted) => self.change(revision, store_id, upserted, &delta.removed),
-            None => self.change(
-                revision,
-                store_id,
-                &pb::Resources::default(),
-                &delta.removed,
-            ),
-        }
+        self.change(
+            revision,
+            store_id,
+            delta.upserted.unwrap_or_default(),
+            &delta.removed,
+        )
     }
 
     fn empty(revision: u64, store_id: &str) -> Self {
@@ -128,8 +124,7 @@ impl RuntimeConfig {
             revision,
             store_id: store_id.to_string(),
             providers: HashMap::new(),
-            keys: HashMap::new(),
-            keys_by_provider: HashMap::new(),
+            keys: Keys::default(),
             routes: BTreeMap::new(),
             client_tokens: HashMap::new(),
             settings: Settings::default(),
@@ -141,23 +136,30 @@ impl RuntimeConfig {
     /// Removes, then upserts, on top of `self`. Removals come first so that a resource both
     /// removed and upserted ends up present, as the upsert is the later statement. A
     /// resource listed twice: the last one wins. Only the indexes of kinds that change are
-    /// rebuilt, and among keys only the lists of providers whose keys changed.
+    /// rebuilt, and among keys only those of providers whose keys changed.
     fn change(
         &self,
         revision: u64,
         store_id: &str,
-        upserted: &pb::Resources,
+        upserted: pb::Resources,
         removed: &[pb::ResourceRef],
     ) -> Result<RuntimeConfig, Rejection> {
         let mut problems = Problems::default();
         let removals = Removals::sort(removed, &mut problems);
+        let pb::Resources {
+            providers: upserted_providers,
+            keys: upserted_keys,
+            routes: upserted_routes,
+            client_tokens: upserted_tokens,
+            settings: upserted_settings,
+        } = upserted;
 
         // Providers first: everything else is checked against the new set.
         let mut providers = self.providers.clone();
         for name in &removals.providers {
             providers.remove(*name);
         }
-        for p in &upserted.providers {
+        for p in &upserted_providers {
             match Provider::try_from(p) {
                 Ok(provider) => {
                     providers.insert(provider.name.clone(), provider);
@@ -166,17 +168,18 @@ impl RuntimeConfig {
             }
         }
 
-        let (keys, keys_by_provider) = if removals.keys.is_empty() && upserted.keys.is_empty() {
-            (self.keys.clone(), self.keys_by_provider.clone())
+        let keys = if removals.keys.is_empty() && upserted_keys.is_empty() {
+            self.keys.clone()
         } else {
-            self.change_keys(&providers, &upserted.keys, &removals.keys, &mut problems)
+            self.keys
+                .change(&providers, upserted_keys, &removals.keys, &mut problems)
         };
 
         let mut routes = self.routes.clone();
         for pattern in &removals.routes {
             routes.remove(*pattern);
         }
-        for r in &upserted.routes {
+        for r in &upserted_routes {
             match Route::try_from(r) {
                 Ok(route) => {
                     routes.insert(route.model_pattern.clone(), route);
@@ -204,29 +207,24 @@ impl RuntimeConfig {
             }
         }
         for name in &removals.providers {
-            if let Some(left) = keys_by_provider.get(*name) {
+            let left = keys.of_provider(name).len();
+            if left > 0 {
                 problems.add(
                     ResourceKind::Provider,
                     name,
-                    format!(
-                        "provider {name:?} cannot be removed: it still has {} keys",
-                        left.len()
-                    ),
+                    format!("provider {name:?} cannot be removed: it still has {left} keys"),
                 );
             }
         }
 
-        let (client_tokens, token_hashes) = self.change_tokens(
-            &upserted.client_tokens,
-            &removals.client_tokens,
-            &mut problems,
-        );
+        let (client_tokens, token_hashes) =
+            self.change_tokens(&upserted_tokens, &removals.client_tokens, &mut problems);
 
         let mut setting_values = self.setting_values.clone();
         for name in &removals.settings {
             setting_values.remove(*name);
         }
-        for s in &upserted.settings {
+        for s in &upserted_settings {
             match settings::spec(&s.name).and_then(|spec| spec.check(&s.value)) {
                 Ok(value) => {
                     setting_values.insert(s.name.clone(), value);
@@ -249,92 +247,12 @@ impl RuntimeConfig {
             store_id: store_id.to_string(),
             providers,
             keys,
-            keys_by_provider,
             routes,
             client_tokens,
             settings,
             setting_values,
             token_hashes,
         })
-    }
-
-    /// Applies key removals and upserts, rebuilding the per-provider lists of only the
-    /// providers whose keys changed, by merging their changes into the sorted old list.
-    fn change_keys(
-        &self,
-        providers: &HashMap<String, Provider>,
-        upserted: &[pb::ProviderKey],
-        removed: &[&str],
-        problems: &mut Problems,
-    ) -> (KeysById, KeysByProvider) {
-        let mut keys = self.keys.clone();
-        keys.reserve(upserted.len());
-        let mut changes: HashMap<String, ListChange> = HashMap::new();
-        // A key listed twice in one message defeats the merge; such lists are rebuilt.
-        let mut repeated = false;
-
-        for id in removed {
-            if let Some(old) = keys.remove(*id) {
-                ListChange::of(&mut changes, &old.provider)
-                    .lost
-                    .push(old.id.clone());
-            }
-        }
-        for k in upserted {
-            let key = match Key::try_from(k) {
-                Ok(key) => Arc::new(key),
-                Err(e) => {
-                    problems.invalid(ResourceKind::Key, &k.id, e);
-                    continue;
-                }
-            };
-            if !providers.contains_key(&key.provider) {
-                problems.add(
-                    ResourceKind::Key,
-                    &key.id,
-                    format!(
-                        "key {} belongs to unknown provider {:?}",
-                        key.id, key.provider
-                    ),
-                );
-                continue;
-            }
-            if let Some(old) = keys.insert(key.id.clone(), Arc::clone(&key)) {
-                let existed = self.keys.get(&old.id).is_some_and(|o| Arc::ptr_eq(o, &old));
-                if !existed {
-                    repeated = true;
-                } else if old.provider != key.provider {
-                    ListChange::of(&mut changes, &old.provider)
-                        .lost
-                        .push(old.id.clone());
-                }
-                // A replaced key of the same provider is swapped by the merge.
-            }
-            ListChange::of(&mut changes, &key.provider).gained.push(key);
-        }
-
-        let mut keys_by_provider =
-            KeysByProvider::with_capacity(self.keys_by_provider.len() + changes.len());
-        for (provider, list) in &self.keys_by_provider {
-            if !changes.contains_key(provider) {
-                keys_by_provider.insert(provider.clone(), list.clone());
-            }
-        }
-        for (provider, change) in changes {
-            let old = self
-                .keys_by_provider
-                .get(&provider)
-                .map_or(&[][..], Vec::as_slice);
-            let list = if repeated {
-                change.rebuild(old, &keys)
-            } else {
-                change.merge(old)
-            };
-            if !list.is_empty() {
-                keys_by_provider.insert(provider, list);
-            }
-        }
-        (keys, keys_by_provider)
     }
 
     /// Applies client-token removals (by name) and upserts; two names may not share a hash.
@@ -378,69 +296,6 @@ impl RuntimeConfig {
             by_hash.insert(token.token_hash, token.name);
         }
         (by_hash, by_name)
-    }
-}
-
-/// How one provider's key list changes.
-#[derive(Default)]
-struct ListChange {
-    /// Keys added or replaced.
-    gained: Vec<Arc<Key>>,
-    /// Ids of keys removed or moved to another provider.
-    lost: Vec<String>,
-}
-
-impl ListChange {
-    /// The change of `provider`, looked up before inserting so that 100,000 keys of one
-    /// provider allocate its name once.
-    fn of<'a>(changes: &'a mut HashMap<String, ListChange>, provider: &str) -> &'a mut ListChange {
-        if !changes.contains_key(provider) {
-            changes.insert(provider.to_string(), ListChange::default());
-        }
-        changes.get_mut(provider).expect("inserted above")
-    }
-
-    /// Merges the change into `old` (sorted by id): linear, without hashing, and linear
-    /// for sorting too when the control plane sends keys in id order. Needs each id at
-    /// most once in `gained`.
-    fn merge(mut self, old: &[Arc<Key>]) -> Vec<Arc<Key>> {
-        self.gained.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        self.lost.sort_unstable();
-        let mut out = Vec::with_capacity(old.len() + self.gained.len());
-        let mut gained = self.gained.into_iter().peekable();
-        let mut lost = self.lost.iter().peekable();
-        for key in old {
-            while let Some(g) = gained.next_if(|g| g.id < key.id) {
-                out.push(g);
-            }
-            if let Some(g) = gained.next_if(|g| g.id == key.id) {
-                out.push(g);
-                continue;
-            }
-            while lost.next_if(|id| **id < key.id).is_some() {}
-            if lost.next_if(|id| **id == key.id).is_some() {
-                continue;
-            }
-            out.push(Arc::clone(key));
-        }
-        out.extend(gained);
-        debug_assert!(out.is_sorted_by(|a, b| a.id < b.id));
-        out
-    }
-
-    /// Rebuilds the list from scratch: an entry stays if `keys` holds that very `Arc`,
-    /// which drops removed and replaced keys and all but the last of keys listed twice.
-    fn rebuild(self, old: &[Arc<Key>], keys: &KeysById) -> Vec<Arc<Key>> {
-        let is_current =
-            |key: &Arc<Key>| keys.get(&key.id).is_some_and(|cur| Arc::ptr_eq(cur, key));
-        let mut list: Vec<Arc<Key>> = old
-            .iter()
-            .cloned()
-            .chain(self.gained)
-            .filter(|k| is_current(k))
-            .collect();
-        list.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        list
     }
 }
 
@@ -543,8 +398,16 @@ pub struct ApplyStats {
     pub deltas_applied: u64,
     /// Responses NACKed.
     pub rejected: u64,
-    /// Time to validate, build and swap in the last applied response.
+    /// Time to validate and build the last applied response, from its arrival until it
+    /// was swapped in.
     pub last_apply: std::time::Duration,
+}
+
+/// What an applied config was built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApplyKind {
+    Snapshot,
+    Delta,
 }
 
 // === impl RuntimeConfigHandle ===
@@ -593,10 +456,18 @@ impl RuntimeConfigHandle {
 
     /// Swaps `config` in and returns the one it replaces. Only the discovery task calls
     /// this, one response at a time, so configs are built from the one in force and never
-    /// race.
-    pub(crate) fn store(&self, config: Arc<RuntimeConfig>) -> Option<Arc<RuntimeConfig>> {
+    /// race. `kind` and `elapsed` (the time to validate and build it) are counted before
+    /// the revision is published, so that whoever waited for it reads its stats.
+    pub(crate) fn store(
+        &self,
+        config: Arc<RuntimeConfig>,
+        kind: ApplyKind,
+        elapsed: std::time::Duration,
+    ) -> Option<Arc<RuntimeConfig>> {
         let revision = config.revision;
+        self.record_applied(kind, elapsed);
         let previous = self.shared.current.swap(Some(config));
+        // The watch's lock orders the counters above before any `wait_for_revision` return.
         self.shared.applied.send_replace(Some(revision));
         previous
     }
@@ -613,11 +484,10 @@ impl RuntimeConfigHandle {
         }
     }
 
-    pub(crate) fn record_applied(&self, snapshot: bool, elapsed: std::time::Duration) {
-        let counter = if snapshot {
-            &self.shared.snapshots_applied
-        } else {
-            &self.shared.deltas_applied
+    fn record_applied(&self, kind: ApplyKind, elapsed: std::time::Duration) {
+        let counter = match kind {
+            ApplyKind::Snapshot => &self.shared.snapshots_applied,
+            ApplyKind::Delta => &self.shared.deltas_applied,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -727,7 +597,7 @@ pub(crate) mod tests {
         let snapshot = pb::Snapshot {
             resources: Some(resources),
         };
-        RuntimeConfig::from_snapshot(revision, "store-1", &snapshot).unwrap()
+        RuntimeConfig::from_snapshot(revision, "store-1", snapshot).unwrap()
     }
 
     fn delta(base: u64, upserted: pb::Resources, removed: Vec<pb::ResourceRef>) -> pb::Delta {
@@ -740,9 +610,11 @@ pub(crate) mod tests {
 
     fn ids(config: &RuntimeConfig, provider: &str) -> Vec<String> {
         config
-            .keys_by_provider
-            .get(provider)
-            .map_or_else(Vec::new, |keys| keys.iter().map(|k| k.id.clone()).collect())
+            .keys
+            .of_provider(provider)
+            .iter()
+            .map(|k| k.id.clone())
+            .collect()
     }
 
     #[test]
@@ -773,7 +645,7 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_snapshot_is_valid() {
-        let config = RuntimeConfig::from_snapshot(0, "s", &pb::Snapshot::default()).unwrap();
+        let config = RuntimeConfig::from_snapshot(0, "s", pb::Snapshot::default()).unwrap();
         assert!(config.keys.is_empty());
         assert_eq!(config.settings, Settings::default());
     }
@@ -787,7 +659,7 @@ pub(crate) mod tests {
         let err = RuntimeConfig::from_snapshot(
             1,
             "s",
-            &pb::Snapshot {
+            pb::Snapshot {
                 resources: Some(resources),
             },
         )
@@ -817,7 +689,7 @@ pub(crate) mod tests {
         let err = RuntimeConfig::from_snapshot(
             1,
             "s",
-            &pb::Snapshot {
+            pb::Snapshot {
                 resources: Some(resources),
             },
         )
@@ -847,7 +719,7 @@ pub(crate) mod tests {
             reference(ResourceKind::Setting, "max_retries"),
         ];
         let next = base
-            .apply_delta(2, "store-1", &delta(1, upserted, removed))
+            .apply_delta(2, "store-1", delta(1, upserted, removed))
             .unwrap();
 
         assert_eq!(next.revision, 2);
@@ -855,13 +727,13 @@ pub(crate) mod tests {
         assert!(!next.keys.contains_key(&removed_key));
         assert_eq!(ids(&next, "openai"), vec![changed_key.id.clone()]);
         assert_eq!(
-            next.keys[&changed_key.id].state,
+            next.keys.get(&changed_key.id).unwrap().state,
             fulcrum_proto::model::KeyState::Disabled
         );
         assert_eq!(ids(&next, "third").len(), 1);
         // Untouched keys are shared, not rebuilt, so per-key runtime state can follow them.
-        let backup = &base.keys_by_provider["backup"][0];
-        assert!(Arc::ptr_eq(backup, &next.keys_by_provider["backup"][0]));
+        let backup = &base.keys.of_provider("backup")[0];
+        assert!(Arc::ptr_eq(backup, &next.keys.of_provider("backup")[0]));
         assert_eq!(next.routes.keys().collect::<Vec<_>>(), vec!["claude-*"]);
         assert_eq!(next.client_tokens.len(), 1);
         assert_eq!(next.client_tokens[&"b".repeat(64)], "bob");
@@ -886,13 +758,17 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let next = base
-            .apply_delta(2, "store-1", &delta(1, upserted, vec![]))
+            .apply_delta(2, "store-1", delta(1, upserted, vec![]))
             .unwrap();
         assert_eq!(ids(&next, "openai").len(), 2);
-        assert_eq!(next.keys[&id].state, fulcrum_proto::model::KeyState::Active);
+        assert_eq!(
+            next.keys.get(&id).unwrap().state,
+            fulcrum_proto::model::KeyState::Active
+        );
         assert!(Arc::ptr_eq(
-            &next.keys[&id],
-            next.keys_by_provider["openai"]
+            next.keys.get(&id).unwrap(),
+            next.keys
+                .of_provider("openai")
                 .iter()
                 .find(|k| k.id == id)
                 .unwrap()
@@ -905,12 +781,13 @@ pub(crate) mod tests {
         };
         let removed = vec![reference(ResourceKind::Key, &id)];
         let next = base
-            .apply_delta(2, "store-1", &delta(1, upserted, removed))
+            .apply_delta(2, "store-1", delta(1, upserted, removed))
             .unwrap();
         assert_eq!(ids(&next, "openai").len(), 2);
         assert!(Arc::ptr_eq(
-            &next.keys[&id],
-            next.keys_by_provider["openai"]
+            next.keys.get(&id).unwrap(),
+            next.keys
+                .of_provider("openai")
                 .iter()
                 .find(|k| k.id == id)
                 .unwrap()
@@ -926,7 +803,7 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let next = base
-            .apply_delta(2, "store-1", &delta(1, upserted, vec![]))
+            .apply_delta(2, "store-1", delta(1, upserted, vec![]))
             .unwrap();
         assert_eq!(
             ids(&next, "openai"),
@@ -944,13 +821,14 @@ pub(crate) mod tests {
             &key_id("backup", "sk-cccccccccccc"),
         )];
         let next = base
-            .apply_delta(2, "store-1", &delta(1, pb::Resources::default(), removed))
+            .apply_delta(2, "store-1", delta(1, pb::Resources::default(), removed))
             .unwrap();
-        assert!(!next.keys_by_provider.contains_key("backup"));
+        assert!(next.keys.of_provider("backup").is_empty());
+        assert!(next.keys.by_provider().all(|(name, _)| name != "backup"));
         // With its keys gone the provider itself may go.
         let removed = vec![reference(ResourceKind::Provider, "backup")];
         let last = next
-            .apply_delta(3, "store-1", &delta(2, pb::Resources::default(), removed))
+            .apply_delta(3, "store-1", delta(2, pb::Resources::default(), removed))
             .unwrap();
         assert!(!last.providers.contains_key("backup"));
     }
@@ -962,7 +840,7 @@ pub(crate) mod tests {
             .apply_delta(
                 4,
                 "store-1",
-                &pb::Delta {
+                pb::Delta {
                     base_revision: 4,
                     ..Default::default()
                 },
@@ -976,7 +854,7 @@ pub(crate) mod tests {
     fn delta_on_another_base_or_store_asks_for_resync() {
         let base = snapshot(3, base_resources());
         let err = base
-            .apply_delta(5, "store-1", &delta(2, pb::Resources::default(), vec![]))
+            .apply_delta(5, "store-1", delta(2, pb::Resources::default(), vec![]))
             .unwrap_err();
         assert_eq!(
             err,
@@ -987,7 +865,7 @@ pub(crate) mod tests {
         );
         assert!(err.to_nack().resync);
         let err = base
-            .apply_delta(5, "store-2", &delta(3, pb::Resources::default(), vec![]))
+            .apply_delta(5, "store-2", delta(3, pb::Resources::default(), vec![]))
             .unwrap_err();
         assert!(matches!(err, Rejection::StoreMismatch { .. }));
         assert!(err.needs_resync());
@@ -997,7 +875,7 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert_eq!(
-            RuntimeConfig::apply(None, &response).unwrap_err(),
+            RuntimeConfig::apply(None, response).unwrap_err(),
             Rejection::NoBase
         );
     }
@@ -1011,7 +889,7 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let err = base
-            .apply_delta(2, "store-1", &delta(1, upserted, vec![]))
+            .apply_delta(2, "store-1", delta(1, upserted, vec![]))
             .unwrap_err();
         let nack = err.to_nack();
         assert!(!nack.resync);
@@ -1030,7 +908,7 @@ pub(crate) mod tests {
         let base = snapshot(1, base_resources());
         let removed = vec![reference(ResourceKind::Provider, "openai")];
         let err = base
-            .apply_delta(2, "store-1", &delta(1, pb::Resources::default(), removed))
+            .apply_delta(2, "store-1", delta(1, pb::Resources::default(), removed))
             .unwrap_err();
         let Rejection::Invalid { reason, rejected } = err else {
             panic!("expected invalid");
@@ -1051,7 +929,7 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let err = base
-            .apply_delta(2, "store-1", &delta(1, upserted, vec![]))
+            .apply_delta(2, "store-1", delta(1, upserted, vec![]))
             .unwrap_err();
         assert!(err.to_string().contains("same hash"), "{err}");
         // Re-hashing an existing name replaces its old hash.
@@ -1060,7 +938,7 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let next = base
-            .apply_delta(2, "store-1", &delta(1, upserted, vec![]))
+            .apply_delta(2, "store-1", delta(1, upserted, vec![]))
             .unwrap();
         assert_eq!(next.client_tokens.len(), 1);
         assert_eq!(next.client_tokens[&"c".repeat(64)], "alice");
@@ -1074,7 +952,7 @@ pub(crate) mod tests {
             name: "x".into(),
         }];
         let err = base
-            .apply_delta(2, "store-1", &delta(1, pb::Resources::default(), removed))
+            .apply_delta(2, "store-1", delta(1, pb::Resources::default(), removed))
             .unwrap_err();
         assert!(matches!(err, Rejection::Invalid { .. }));
     }
@@ -1088,7 +966,7 @@ pub(crate) mod tests {
         let err = RuntimeConfig::from_snapshot(
             1,
             "s",
-            &pb::Snapshot {
+            pb::Snapshot {
                 resources: Some(resources),
             },
         )
@@ -1118,15 +996,19 @@ pub(crate) mod tests {
         let delta = delta(1, upserted, vec![]);
 
         let started = Instant::now();
-        let next = base.apply_delta(2, "store-1", &delta).unwrap();
+        let next = base.apply_delta(2, "store-1", delta).unwrap();
         let elapsed = started.elapsed();
 
         assert_eq!(next.keys.len(), 200_003);
-        assert_eq!(next.keys_by_provider["openai"].len(), 100_002);
-        assert!(next.keys_by_provider["openai"].is_sorted_by(|a, b| a.id <= b.id));
+        assert_eq!(next.keys.of_provider("openai").len(), 100_002);
+        assert!(
+            next.keys
+                .of_provider("openai")
+                .is_sorted_by(|a, b| a.id <= b.id)
+        );
         assert!(Arc::ptr_eq(
-            &base.keys_by_provider["backup"][0],
-            &next.keys_by_provider["backup"][0]
+            &base.keys.of_provider("backup")[0],
+            &next.keys.of_provider("backup")[0]
         ));
         if !cfg!(debug_assertions) {
             assert!(elapsed.as_millis() < 250, "applying took {elapsed:?}");
@@ -1144,12 +1026,19 @@ pub(crate) mod tests {
             let handle = handle.clone();
             tokio::spawn(async move { handle.wait_for_revision(3).await.revision })
         };
-        assert!(
-            handle
-                .store(Arc::new(snapshot(3, base_resources())))
-                .is_none()
-        );
+        let config = Arc::new(snapshot(3, base_resources()));
+        let elapsed = std::time::Duration::from_millis(7);
+        assert!(handle.store(config, ApplyKind::Snapshot, elapsed).is_none());
         assert_eq!(waiter.await.unwrap(), 3);
+        assert_eq!(
+            handle.stats(),
+            ApplyStats {
+                snapshots_applied: 1,
+                deltas_applied: 0,
+                rejected: 0,
+                last_apply: elapsed,
+            }
+        );
         assert!(handle.is_ready());
         assert_eq!(handle.applied_revision(), 3);
 

@@ -234,10 +234,9 @@ pub struct Key {
     pub state_until_unix_ms: i64,
 }
 
-impl TryFrom<&pb::ProviderKey> for Key {
-    type Error = InvalidResource;
-
-    fn try_from(k: &pb::ProviderKey) -> Result<Self, Self::Error> {
+impl Key {
+    /// Checks the fields that need checking and returns the state.
+    fn check(k: &pb::ProviderKey) -> Result<KeyState, InvalidResource> {
         if k.id.len() != 16 || !k.id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(InvalidResource::new(
                 "key",
@@ -248,15 +247,41 @@ impl TryFrom<&pb::ProviderKey> for Key {
         validate_key_secret(&k.secret).map_err(|why| {
             InvalidResource::new("key", &k.id, format!("key {}: secret {why}", k.id))
         })?;
-        let state = KeyState::from_pb(k.state).ok_or_else(|| {
+        KeyState::from_pb(k.state).ok_or_else(|| {
             InvalidResource::new("key", &k.id, format!("key {} has no known state", k.id))
-        })?;
+        })
+    }
+}
+
+impl TryFrom<&pb::ProviderKey> for Key {
+    type Error = InvalidResource;
+
+    fn try_from(k: &pb::ProviderKey) -> Result<Self, Self::Error> {
+        let state = Key::check(k)?;
         Ok(Self {
             id: k.id.clone(),
             provider: k.provider.clone(),
             secret: Secret::new(k.secret.clone()),
             state,
             state_reason: k.state_reason.clone(),
+            state_until_unix_ms: k.state_until_unix_ms,
+        })
+    }
+}
+
+/// Moves the strings out instead of copying them: a snapshot or bulk import carries
+/// 100,000 keys.
+impl TryFrom<pb::ProviderKey> for Key {
+    type Error = InvalidResource;
+
+    fn try_from(k: pb::ProviderKey) -> Result<Self, Self::Error> {
+        let state = Key::check(&k)?;
+        Ok(Self {
+            id: k.id,
+            provider: k.provider,
+            secret: Secret::new(k.secret),
+            state,
+            state_reason: k.state_reason,
             state_until_unix_ms: k.state_until_unix_ms,
         })
     }
