@@ -5,10 +5,12 @@
 pub mod cli;
 pub mod control;
 pub mod data;
+pub mod mock;
 
 pub use cli::{CliOutput, fulcrumctl_path, run_fulcrumctl};
 pub use control::ControlPlaneHandle;
 pub use data::DataPlaneHandle;
+pub use mock::{Behaviour, MockOptions, MockUpstream, RecordedRequest};
 
 use std::time::Duration;
 
