@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use fulcrum_proto::pb;
 use fulcrum_proto::pb::discovery_service_server::DiscoveryService;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::sessions::Sessions;
 use crate::snapshot::{ConfigUpdate, update_since};
 use crate::store::{Store, now_unix_ms};
 
@@ -90,16 +91,16 @@ impl Drop for Registration {
 pub struct Discovery {
     store: Store,
     nodes: NodeRegistry,
-    shutdown: watch::Receiver<bool>,
+    sessions: Sessions,
 }
 
 impl Discovery {
-    /// Streams end when `shutdown` turns true, so that the server can drain.
-    pub fn new(store: Store, nodes: NodeRegistry, shutdown: watch::Receiver<bool>) -> Self {
+    /// Streams end when the sessions' shutdown turns true, so that the server can drain.
+    pub fn new(store: Store, nodes: NodeRegistry, sessions: Sessions) -> Self {
         Self {
             store,
             nodes,
-            shutdown,
+            sessions,
         }
     }
 }
@@ -121,7 +122,7 @@ impl DiscoveryService for Discovery {
         let session = Session {
             store: self.store.clone(),
             nodes: self.nodes.clone(),
-            shutdown: self.shutdown.clone(),
+            sessions: self.sessions.clone(),
             tx,
             peer,
         };
@@ -136,7 +137,8 @@ impl DiscoveryService for Discovery {
 struct Session {
     store: Store,
     nodes: NodeRegistry,
-    shutdown: watch::Receiver<bool>,
+    /// Held for the life of the stream; also carries the shutdown signal.
+    sessions: Sessions,
     tx: mpsc::Sender<Result<pb::StreamConfigResponse, Status>>,
     peer: Option<SocketAddr>,
 }
@@ -238,7 +240,7 @@ impl Session {
                 }
             }
             tokio::select! {
-                _ = self.shutdown.wait_for(|stop| *stop) => return Ok(()),
+                _ = self.sessions.shutdown.wait_for(|stop| *stop) => return Ok(()),
                 message = inbound.message() => {
                     let message = match message {
                         Ok(Some(m)) => m,

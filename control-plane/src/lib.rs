@@ -8,6 +8,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod sessions;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;
@@ -146,10 +147,11 @@ impl ControlPlane {
         let admin = AdminServiceServer::new(Admin::new(store.clone(), nodes.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let (sessions, sessions_done) = sessions::tracker(stop_rx.clone());
         let discovery = DiscoveryServiceServer::new(Discovery::new(
             store.clone(),
             nodes.clone(),
-            stop_rx.clone(),
+            sessions.clone(),
         ))
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
@@ -160,9 +162,8 @@ impl ControlPlane {
         };
         let key_health = KeyHealth::new(store.clone())
             .map_err(|e| Error::Startup(format!("cannot load key health from the store: {e}")))?;
-        let telemetry =
-            TelemetryServiceServer::new(Telemetry::new(key_health.clone(), stop_rx.clone()))
-                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let telemetry = TelemetryServiceServer::new(Telemetry::new(key_health.clone(), sessions))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let mut cooldowns = tokio::spawn(key_health.run_cooldown_timer(stop_rx.clone()));
 
         let grpc_addr = addr(&listeners.grpc);
@@ -205,7 +206,7 @@ impl ControlPlane {
             result = &mut grpc => failure = Some(Error::Serve { server: "gRPC", detail: describe(result) }),
             result = &mut http => failure = Some(Error::Serve { server: "HTTP", detail: describe(result) }),
         }
-        for name in [admin_name, discovery_name, ""] {
+        for name in services {
             health
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)
                 .await;
@@ -221,6 +222,12 @@ impl ControlPlane {
             let _ = (&mut cooldowns).await;
         })
         .await;
+        // The servers are gone, and with them the services' own handles: what is left are
+        // stream tasks finishing up. The store is flushed only once they have let go.
+        let sessions_ended = sessions_done.wait(DRAIN_TIMEOUT).await;
+        if !sessions_ended {
+            tracing::warn!("stream tasks did not end within the drain timeout");
+        }
         if drained.is_err() {
             tracing::warn!(
                 "in-flight calls did not finish within the drain timeout; stopping them"

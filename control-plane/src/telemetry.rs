@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use fulcrum_proto::pb;
 use fulcrum_proto::pb::telemetry_service_server::TelemetryService;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::health::KeyHealth;
+use crate::sessions::Sessions;
 
 /// Serves report streams.
 #[derive(Clone)]
@@ -21,15 +22,16 @@ pub struct Telemetry {
     /// Highest sequence applied per data-plane instance, so that a batch sent again after a
     /// reconnect is acknowledged without being applied twice.
     applied: Arc<Mutex<HashMap<String, u64>>>,
-    shutdown: watch::Receiver<bool>,
+    /// Each stream's task holds a clone; also carries the shutdown signal.
+    sessions: Sessions,
 }
 
 impl Telemetry {
-    pub fn new(health: KeyHealth, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(health: KeyHealth, sessions: Sessions) -> Self {
         Self {
             health,
             applied: Arc::default(),
-            shutdown,
+            sessions,
         }
     }
 
@@ -49,7 +51,7 @@ impl Telemetry {
         mut inbound: Streaming<pb::ReportRequest>,
         tx: mpsc::Sender<Result<pb::ReportResponse, Status>>,
     ) {
-        let mut shutdown = self.shutdown.clone();
+        let mut shutdown = self.sessions.shutdown.clone();
         let mut identity: Option<(String, String)> = None;
         loop {
             let batch = tokio::select! {
