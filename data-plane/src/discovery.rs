@@ -29,6 +29,27 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The control plane's gRPC endpoint and the `Bearer <join token>` header for it, checked
+/// up front so that a typo fails at start-up instead of in a reconnect loop. The header is
+/// marked sensitive so that it never shows in debug output.
+pub(crate) fn control_plane(config: &Config) -> Result<(Endpoint, MetadataValue<Ascii>), Error> {
+    let endpoint = Endpoint::from_shared(config.control_plane.clone())
+        .map_err(|source| Error::ControlPlaneUrl {
+            url: config.control_plane.clone(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    let mut authorization =
+        MetadataValue::try_from(format!("Bearer {}", config.join_token.expose()))
+            .map_err(|_| Error::JoinToken)?;
+    authorization.set_sensitive(true);
+    Ok((endpoint, authorization))
+}
+
 /// The config stream client of one data plane.
 pub(crate) struct Discovery {
     endpoint: Endpoint,
@@ -48,20 +69,7 @@ impl Discovery {
         listen_addr: SocketAddr,
         runtime: RuntimeConfigHandle,
     ) -> Result<Self, Error> {
-        let endpoint = Endpoint::from_shared(config.control_plane.clone())
-            .map_err(|source| Error::ControlPlaneUrl {
-                url: config.control_plane.clone(),
-                source,
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
-        let mut authorization =
-            MetadataValue::try_from(format!("Bearer {}", config.join_token.expose()))
-                .map_err(|_| Error::JoinToken)?;
-        authorization.set_sensitive(true);
+        let (endpoint, authorization) = control_plane(config)?;
         Ok(Self {
             endpoint,
             authorization,

@@ -4,11 +4,18 @@
 //! The data plane reports ready once the first snapshot is applied, keeps serving the last
 //! good config while the control plane is away, and drains on shutdown.
 
+pub mod balance;
 pub mod config;
 mod discovery;
 pub mod error;
+pub mod failover;
+mod mock;
+pub mod protocol;
+mod proxy;
 pub mod runtime;
 mod server;
+pub mod shipper;
+pub mod upstream;
 
 use std::future::{Future, IntoFuture};
 
@@ -33,6 +40,10 @@ pub struct DataPlane {
 
 impl DataPlane {
     pub fn new(config: Config) -> Self {
+        // rustls needs one process-wide crypto provider before the first TLS client is
+        // built; `ring` builds faster than aws-lc-rs. An embedding program (or a test) may
+        // have installed one already, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             config,
             runtime: RuntimeConfigHandle::new(),
@@ -55,11 +66,21 @@ impl DataPlane {
     ) -> Result<(), Error> {
         let local_addr = listener.local_addr().map_err(Error::ListenerAddr)?;
         let discovery = Discovery::new(&self.config, local_addr, self.runtime.clone())?;
-        // Both tasks watch one switch, so that shutdown reaches them in one step.
+        let (endpoint, authorization) = discovery::control_plane(&self.config)?;
+        let node = fulcrum_proto::pb::Node {
+            id: self.config.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            listen_addr: local_addr.to_string(),
+        };
+        let (events, shipper) = shipper::channel(endpoint, authorization, node, instance_id());
+        let proxy =
+            proxy::Proxy::new(self.runtime.clone(), events).map_err(Error::UpstreamClient)?;
+        // Every task watches one switch, so that shutdown reaches them in one step.
         let (stop, stopped) = watch::channel(false);
 
         let discovery_task = tokio::spawn(discovery.run(stopped.clone()));
-        let http = axum::serve(listener, server::router(self.runtime.clone()))
+        let shipper_task = tokio::spawn(shipper.run(stopped.clone()));
+        let http = axum::serve(listener, server::router(self.runtime.clone(), proxy))
             .with_graceful_shutdown(async move {
                 let mut stopped = stopped;
                 // An error means the switch was dropped, which also means stop.
@@ -87,6 +108,7 @@ impl DataPlane {
         self.runtime.set_draining();
         stop.send_replace(true);
         let discovery_ended = discovery_task.await;
+        let shipper_ended = shipper_task.await;
 
         let http_ended = match failed {
             Some(ended) => ended,
@@ -104,6 +126,10 @@ impl DataPlane {
             task: "discovery",
             source,
         })?;
+        shipper_ended.map_err(|source| Error::TaskPanicked {
+            task: "shipper",
+            source,
+        })?;
         match http_ended {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Error::Http(e)),
@@ -118,6 +144,17 @@ impl DataPlane {
         info!("data plane stopped");
         Ok(())
     }
+}
+
+/// Identifies this process start to the control plane, so that report batches resent
+/// after a reconnect are recognised as repeats.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    // Without OS randomness, the time still tells two starts apart.
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = failover::now_ms().to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

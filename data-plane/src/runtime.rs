@@ -16,6 +16,7 @@ use fulcrum_proto::pb::ResourceKind;
 use fulcrum_proto::pb::stream_config_response::Body;
 use tokio::sync::watch;
 
+use crate::balance::Pools;
 use crate::error::Rejection;
 
 mod keys;
@@ -47,6 +48,8 @@ pub struct RuntimeConfig {
     setting_values: BTreeMap<String, String>,
     /// Token name to hash, kept because deltas remove tokens by name.
     token_hashes: HashMap<String, String>,
+    /// Key pools by provider, with this data plane's own view of each key's health.
+    pub pools: Pools,
 }
 
 // === impl RuntimeConfig ===
@@ -59,7 +62,7 @@ impl RuntimeConfig {
         current: Option<&RuntimeConfig>,
         response: pb::StreamConfigResponse,
     ) -> Result<RuntimeConfig, Rejection> {
-        match response.body {
+        let mut config = match response.body {
             Some(Body::Snapshot(snapshot)) => {
                 Self::from_snapshot(response.revision, &response.store_id, snapshot)
             }
@@ -68,7 +71,12 @@ impl RuntimeConfig {
                 None => Err(Rejection::NoBase),
             },
             None => Err(Rejection::NoBody),
-        }
+        }?;
+        config.pools = Pools::build(
+            config.keys.lists_since(current.map(|c| &c.keys)),
+            current.map(|c| &c.pools),
+        );
+        Ok(config)
     }
 
     /// Builds a config from a snapshot, replacing everything.
@@ -130,6 +138,7 @@ impl RuntimeConfig {
             settings: Settings::default(),
             setting_values: BTreeMap::new(),
             token_hashes: HashMap::new(),
+            pools: Pools::default(),
         }
     }
 
@@ -252,6 +261,7 @@ impl RuntimeConfig {
             settings,
             setting_values,
             token_hashes,
+            pools: Pools::default(),
         })
     }
 

@@ -1,21 +1,24 @@
-//! The data plane's HTTP server. For now it answers the probes; client traffic joins this
-//! router later.
+//! The data plane's HTTP server: the probes, and every other path to the proxy.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use crate::proxy::{self, Proxy};
 use crate::runtime::RuntimeConfigHandle;
 
 /// The router every HTTP connection is served by.
-pub(crate) fn router(runtime: RuntimeConfigHandle) -> Router {
-    Router::new()
+pub(crate) fn router(runtime: RuntimeConfigHandle, proxy: Proxy) -> Router {
+    let probes = Router::new()
         // Liveness: the process answers, whatever its config.
         .route("/healthz", get(healthz))
         // Readiness: a config is in force and shutdown has not begun.
         .route("/readyz", get(readyz))
-        .with_state(runtime)
+        .with_state(runtime);
+    // Client traffic: the proxy parses paths itself (`/v1`, `/openai/v1`, `/hf/v1`,
+    // `/{provider}/v1`), which is cheaper than a route per prefix and operation.
+    probes.fallback(proxy::handle).with_state(proxy)
 }
 
 async fn healthz() -> &'static str {

@@ -155,6 +155,20 @@ impl Keys {
             .map(|(name, keys)| (name.as_str(), keys.list.as_slice()))
     }
 
+    /// Each provider's keys, with whether `previous` holds the very same list (so that
+    /// what was built from it can be kept).
+    pub fn lists_since<'a>(
+        &'a self,
+        previous: Option<&'a Keys>,
+    ) -> impl Iterator<Item = (&'a str, &'a [Arc<Key>], bool)> {
+        self.providers.iter().map(move |(name, keys)| {
+            let unchanged = previous
+                .and_then(|p| p.providers.get(name))
+                .is_some_and(|old| Arc::ptr_eq(old, keys));
+            (name.as_str(), keys.list.as_slice(), unchanged)
+        })
+    }
+
     /// Every key, in no set order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Key>> {
         self.providers.values().flat_map(|keys| keys.list.iter())

@@ -1,0 +1,190 @@
+//! The pooled upstream HTTP client, and what an upstream's answer means.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, StatusCode};
+
+/// Client headers that travel upstream; everything else (the client's own credentials
+/// above all) stays here.
+pub const FORWARDED_REQUEST_HEADERS: &[&str] =
+    &["content-type", "accept", "openai-beta", "idempotency-key"];
+
+/// Upstream headers that travel back to the client. Framing headers are the server's to
+/// set; cookies and anything else unknown are dropped.
+pub const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "retry-after",
+    "x-request-id",
+    "openai-processing-ms",
+    "openai-version",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+];
+
+/// Copies the headers named in `names` from `from` into `to`.
+pub fn copy_headers(names: &[&'static str], from: &HeaderMap, to: &mut HeaderMap) {
+    for name in names {
+        if let Some(value) = from.get(*name) {
+            to.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+}
+
+/// Builds the one pooled client every upstream call goes through: keep-alive, HTTP/2 where
+/// the upstream offers it over TLS (ALPN), rustls.
+pub fn client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(30))
+        .user_agent(concat!("fulcrum/", env!("CARGO_PKG_VERSION")))
+        // Never follow redirects: an upstream that moves must be reconfigured, and a
+        // redirect must not carry a key to another host.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// What an upstream's answer means for the request and the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The client's own mistake (400, 404, 413, 422, ...): returned as it came, never
+    /// blamed on the key, never retried.
+    ClientError,
+    /// 429: the key rests; another key may serve the request.
+    RateLimited {
+        retry_after: Option<Duration>,
+    },
+    /// 401/403: the upstream refused the key.
+    Refused,
+    /// 5xx: a failure of the upstream or the key; another key may serve the request.
+    ServerError,
+}
+
+impl Outcome {
+    pub fn classify(status: StatusCode, headers: &HeaderMap) -> Self {
+        match status.as_u16() {
+            200..=399 => Outcome::Success,
+            429 => Outcome::RateLimited {
+                retry_after: retry_after(headers),
+            },
+            401 | 403 => Outcome::Refused,
+            500..=599 => Outcome::ServerError,
+            _ => Outcome::ClientError,
+        }
+    }
+
+    /// Whether another key or provider may be tried.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Outcome::RateLimited { .. } | Outcome::Refused | Outcome::ServerError
+        )
+    }
+}
+
+/// The wait an upstream asks for: `retry-after-ms`, else `retry-after` in seconds.
+/// HTTP-date forms are rare for APIs and fall back to the configured default.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    text("retry-after")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+}
+
+/// Replaces every occurrence of `secret` in an upstream error text with its masked form,
+/// so that no error that reaches a client or a log carries one of our keys.
+pub fn mask_in(text: &str, secret: &str) -> String {
+    if secret.is_empty() || !text.contains(secret) {
+        return text.to_string();
+    }
+    text.replace(secret, &fulcrum_proto::model::mask_secret(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, v.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        let none = HeaderMap::new();
+        assert_eq!(Outcome::classify(StatusCode::OK, &none), Outcome::Success);
+        for code in [400, 404, 413, 422] {
+            let outcome = Outcome::classify(StatusCode::from_u16(code).unwrap(), &none);
+            assert_eq!(outcome, Outcome::ClientError, "{code}");
+            assert!(!outcome.is_retryable());
+        }
+        assert_eq!(
+            Outcome::classify(StatusCode::UNAUTHORIZED, &none),
+            Outcome::Refused
+        );
+        assert_eq!(
+            Outcome::classify(StatusCode::FORBIDDEN, &none),
+            Outcome::Refused
+        );
+        assert_eq!(
+            Outcome::classify(StatusCode::BAD_GATEWAY, &none),
+            Outcome::ServerError
+        );
+        assert_eq!(
+            Outcome::classify(
+                StatusCode::TOO_MANY_REQUESTS,
+                &headers(&[("retry-after", "7")])
+            ),
+            Outcome::RateLimited {
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(
+            retry_after(&headers(&[("retry-after-ms", "1500")])),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "0.5")])),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            retry_after(&headers(&[(
+                "retry-after",
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            )])),
+            None
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "-3")])), None);
+    }
+
+    #[test]
+    fn masks_our_key_in_upstream_errors() {
+        let text =
+            r#"{"error":{"message":"Incorrect API key provided: sk-live-0123456789abcdef."}}"#;
+        let masked = mask_in(text, "sk-live-0123456789abcdef");
+        assert!(!masked.contains("sk-live-0123456789abcdef"));
+        assert!(masked.contains("sk-liv...cdef"));
+    }
+}
