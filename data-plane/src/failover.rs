@@ -283,6 +283,8 @@ impl Attempts<'_> {
                         u64::try_from(at - now).unwrap_or(0) + 1,
                     ))
                     .await;
+                    // Keys that rested are worth another try now.
+                    tried.clear();
                 }
                 Some(at) => {
                     let retry_after =

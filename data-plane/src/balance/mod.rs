@@ -178,13 +178,10 @@ impl KeyPool {
         let mut back_at: Option<i64> = None;
         for offset in 0..n {
             let entry = &self.entries[(start + offset) % n];
-            if tried
+            let was_tried = tried
                 .iter()
-                .any(|t| Arc::ptr_eq(t, &entry.key) || t.id == entry.key.id)
-            {
-                continue;
-            }
-            if entry.usable(now_ms) {
+                .any(|t| Arc::ptr_eq(t, &entry.key) || t.id == entry.key.id);
+            if !was_tried && entry.usable(now_ms) {
                 // Move the counter past the keys skipped, so that their share spreads over
                 // the usable keys instead of all landing on the one after them.
                 if offset > 0 {
@@ -192,7 +189,9 @@ impl KeyPool {
                 }
                 return Pick::Key(entry.clone());
             }
-            if let Some(at) = entry.back_at() {
+            // A key tried for this request still tells when it will be back: the caller
+            // may wait for it.
+            if let Some(at) = entry.back_at().filter(|at| *at > now_ms) {
                 back_at = Some(back_at.map_or(at, |b: i64| b.min(at)));
             }
         }
