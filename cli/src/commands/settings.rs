@@ -127,7 +127,7 @@ mod tests {
         let cli = Cli::try_parse_from(["fulcrumctl", "settings", "set", "max_retries", "many"])
             .expect("parses");
         assert!(cli.check().is_err());
-        let cli = Cli::try_parse_from(["fulcrumctl", "settings", "set", "log_level", " DEBUG "])
+        let cli = Cli::try_parse_from(["fulcrumctl", "settings", "set", "max_retries", " 5 "])
             .expect("parses");
         assert!(cli.check().is_ok());
     }
