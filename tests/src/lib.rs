@@ -6,6 +6,7 @@ pub mod cli;
 pub mod control;
 pub mod data;
 pub mod mock;
+pub mod sdk;
 
 pub use cli::{CliOutput, fulcrumctl_path, run_fulcrumctl};
 pub use control::ControlPlaneHandle;
