@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use fulcrum_proto::pb;
+use fulcrum_tests::gateway::Gateway;
 use fulcrum_tests::mock::MOCK_MODELS;
 use fulcrum_tests::sdk::{python_with, run_script};
-use fulcrum_tests::{ControlPlaneHandle, DataPlaneHandle, MockUpstream};
 use serde_json::Value;
 
 const UPSTREAM_KEY: &str = "sk-upstream-a-0123456789";
@@ -18,41 +18,20 @@ const SCRIPT: &str = "openai_client.py";
 
 struct Env {
     python: PathBuf,
-    control: ControlPlaneHandle,
-    data_plane: DataPlaneHandle,
-    upstream: MockUpstream,
-    token: String,
-    _dir: tempfile::TempDir,
+    gw: Gateway,
 }
 
 impl Env {
-    /// Provider `up` (type `openai`) on the mock upstream with [`UPSTREAM_KEY`], plus
-    /// provider `local` (type `mock`) when `with_local`, a client token, a data plane.
+    /// The gateway with provider `up` (type `openai`) holding [`UPSTREAM_KEY`], plus
+    /// provider `local` (type `mock`) when `with_local`, and one data plane.
     async fn start(with_local: bool) -> Self {
         // Before any server starts: it blocks while a first run installs the SDK.
         let python = python_with(&["openai"]);
-        let dir = tempfile::tempdir().unwrap();
-        let upstream = MockUpstream::start().await;
-        let control = ControlPlaneHandle::start(dir.path()).await;
-        let mut admin = control.admin().await;
-        admin
-            .create_provider(pb::CreateProviderRequest {
-                name: "up".into(),
-                r#type: pb::ProviderType::Openai as i32,
-                base_url: upstream.openai_base_url(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        admin
-            .add_keys(pb::AddKeysRequest {
-                provider: "up".into(),
-                keys: vec![UPSTREAM_KEY.into()],
-            })
-            .await
-            .unwrap();
+        let gw = Gateway::start(&[UPSTREAM_KEY], 1, &[]).await;
         if with_local {
-            admin
+            gw.control
+                .admin()
+                .await
                 .create_provider(pb::CreateProviderRequest {
                     name: "local".into(),
                     r#type: pb::ProviderType::Mock as i32,
@@ -60,27 +39,13 @@ impl Env {
                 })
                 .await
                 .unwrap();
+            gw.sync().await;
         }
-        let created = admin
-            .create_client_token(pb::CreateClientTokenRequest { name: "sdk".into() })
-            .await
-            .unwrap()
-            .into_inner();
-        let data_plane =
-            DataPlaneHandle::start(&control.endpoint(), &control.join_token, "dp-1").await;
-        data_plane.wait_for_revision(created.revision).await;
-        Self {
-            python,
-            control,
-            data_plane,
-            upstream,
-            token: created.token,
-            _dir: dir,
-        }
+        Self { python, gw }
     }
 
     fn base_url(&self, prefix: &str) -> String {
-        format!("http://{}{prefix}/v1", self.data_plane.addr)
+        format!("http://{}{prefix}/v1", self.gw.planes[0].addr)
     }
 
     async fn sdk(&self, prefix: &str, token: &str, mode: &str, model: &str) -> Value {
@@ -98,9 +63,7 @@ impl Env {
     }
 
     async fn stop(self) {
-        self.data_plane.stop().await;
-        self.control.stop().await;
-        self.upstream.shutdown().await;
+        self.gw.stop().await;
     }
 }
 
@@ -121,7 +84,7 @@ fn ids(out: &Value) -> BTreeSet<String> {
 async fn openai_sdk_chat_stream_and_bad_token() {
     let env = Env::start(false).await;
 
-    let chat = env.sdk("", &env.token, "chat", "gpt-4o-mini").await;
+    let chat = env.sdk("", &env.gw.token, "chat", "gpt-4o-mini").await;
     no_error(&chat);
     let content = chat["content"].as_str().unwrap();
     assert!(!content.is_empty(), "{chat}");
@@ -133,21 +96,21 @@ async fn openai_sdk_chat_stream_and_bad_token() {
         "{chat}"
     );
     assert_eq!(
-        env.upstream.calls(UPSTREAM_KEY),
+        env.gw.upstream.calls(UPSTREAM_KEY),
         1,
         "one upstream call, made with the provider's key"
     );
-    let forwarded = env.upstream.requests();
+    let forwarded = env.gw.upstream.requests();
     assert_eq!(forwarded.len(), 1);
     assert_eq!(forwarded[0].json()["model"], "gpt-4o-mini");
     assert!(
         forwarded[0]
             .header("authorization")
-            .is_some_and(|v| !v.contains(&env.token)),
+            .is_some_and(|v| !v.contains(&env.gw.token)),
         "the client token must not reach the upstream"
     );
 
-    let stream = env.sdk("", &env.token, "stream", "gpt-4o-mini").await;
+    let stream = env.sdk("", &env.gw.token, "stream", "gpt-4o-mini").await;
     no_error(&stream);
     assert!(stream["chunks"].as_u64().unwrap() > 1, "{stream}");
     assert!(stream["content_chunks"].as_u64().unwrap() > 1, "{stream}");
@@ -162,7 +125,7 @@ async fn openai_sdk_chat_stream_and_bad_token() {
         stream["usage"]["completion_tokens"].as_u64().unwrap() > 0,
         "include_usage's last chunk reaches the client: {stream}"
     );
-    assert_eq!(env.upstream.calls(UPSTREAM_KEY), 2);
+    assert_eq!(env.gw.upstream.calls(UPSTREAM_KEY), 2);
 
     let denied = env
         .sdk("", "fct_not-a-real-token", "chat", "gpt-4o-mini")
@@ -179,7 +142,7 @@ async fn openai_sdk_chat_stream_and_bad_token() {
     );
     assert_eq!(denied_stream["error"]["status"], 401, "{denied_stream}");
     assert_eq!(
-        env.upstream.calls(UPSTREAM_KEY),
+        env.gw.upstream.calls(UPSTREAM_KEY),
         2,
         "a refused client never reaches the upstream"
     );
@@ -192,40 +155,40 @@ async fn openai_sdk_pinned_prefix_and_models() {
     let env = Env::start(true).await;
 
     // Pinned to the OpenAI-compatible provider: forwarded with its key.
-    let up = env.sdk("/up", &env.token, "chat", "gpt-4o").await;
+    let up = env.sdk("/up", &env.gw.token, "chat", "gpt-4o").await;
     no_error(&up);
     assert!(!up["content"].as_str().unwrap().is_empty(), "{up}");
-    assert_eq!(env.upstream.calls(UPSTREAM_KEY), 1);
-    let up_stream = env.sdk("/up", &env.token, "stream", "gpt-4o").await;
+    assert_eq!(env.gw.upstream.calls(UPSTREAM_KEY), 1);
+    let up_stream = env.sdk("/up", &env.gw.token, "stream", "gpt-4o").await;
     no_error(&up_stream);
     assert_eq!(up_stream["content"], up["content"], "{up_stream}");
-    assert_eq!(env.upstream.calls(UPSTREAM_KEY), 2);
+    assert_eq!(env.gw.upstream.calls(UPSTREAM_KEY), 2);
 
     // Pinned to the mock provider: answered by the data plane, the upstream sees nothing.
-    let local = env.sdk("/local", &env.token, "chat", "gpt-4o").await;
+    let local = env.sdk("/local", &env.gw.token, "chat", "gpt-4o").await;
     no_error(&local);
     let local_text = local["content"].as_str().unwrap();
     assert!(
         local_text.contains("\"local\""),
         "the mock provider names itself: {local}"
     );
-    let local_stream = env.sdk("/local", &env.token, "stream", "gpt-4o").await;
+    let local_stream = env.sdk("/local", &env.gw.token, "stream", "gpt-4o").await;
     no_error(&local_stream);
     assert!(
         local_stream["content_chunks"].as_u64().unwrap() > 1,
         "{local_stream}"
     );
     assert_eq!(local_stream["content"], local_text, "{local_stream}");
-    assert_eq!(env.upstream.calls(UPSTREAM_KEY), 2);
+    assert_eq!(env.gw.upstream.calls(UPSTREAM_KEY), 2);
 
     // models.list(): pinned lists that provider's models, unpinned the union.
     let upstream_models: BTreeSet<String> = MOCK_MODELS.iter().map(|m| m.to_string()).collect();
-    let up_models = env.sdk("/up", &env.token, "models", "").await;
+    let up_models = env.sdk("/up", &env.gw.token, "models", "").await;
     no_error(&up_models);
     assert_eq!(ids(&up_models), upstream_models, "{up_models}");
-    assert_eq!(env.upstream.calls(UPSTREAM_KEY), 3);
+    assert_eq!(env.gw.upstream.calls(UPSTREAM_KEY), 3);
 
-    let local_models = env.sdk("/local", &env.token, "models", "").await;
+    let local_models = env.sdk("/local", &env.gw.token, "models", "").await;
     no_error(&local_models);
     assert!(!ids(&local_models).is_empty(), "{local_models}");
     assert_eq!(
@@ -233,21 +196,21 @@ async fn openai_sdk_pinned_prefix_and_models() {
         serde_json::json!(["local"]),
         "{local_models}"
     );
-    assert_eq!(env.upstream.calls(UPSTREAM_KEY), 3);
+    assert_eq!(env.gw.upstream.calls(UPSTREAM_KEY), 3);
 
-    let all = env.sdk("", &env.token, "models", "").await;
+    let all = env.sdk("", &env.gw.token, "models", "").await;
     no_error(&all);
     let union: BTreeSet<String> = upstream_models
         .union(&ids(&local_models))
         .cloned()
         .collect();
     assert_eq!(ids(&all), union, "{all}");
-    assert_eq!(env.upstream.calls(UPSTREAM_KEY), 4);
+    assert_eq!(env.gw.upstream.calls(UPSTREAM_KEY), 4);
 
     let denied = env.sdk("/up", "fct_not-a-real-token", "models", "").await;
     assert_eq!(denied["error"]["class"], "AuthenticationError", "{denied}");
     assert_eq!(denied["error"]["status"], 401, "{denied}");
-    assert_eq!(env.upstream.calls(UPSTREAM_KEY), 4);
+    assert_eq!(env.gw.upstream.calls(UPSTREAM_KEY), 4);
 
     env.stop().await;
 }

@@ -7,121 +7,20 @@ use std::time::{Duration, Instant};
 
 use fulcrum_proto::model::{KeyState, key_id};
 use fulcrum_proto::pb;
-use fulcrum_tests::mock::{Behaviour, MockUpstream, RawResponse, http_request};
-use fulcrum_tests::{ControlPlaneHandle, DataPlaneHandle, eventually};
+use fulcrum_tests::gateway::Gateway;
+use fulcrum_tests::mock::{Behaviour, RawResponse, http_request};
+use fulcrum_tests::{ControlPlaneHandle, eventually};
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
 const CHAT_STREAM: &str =
     r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
 
-struct Gateway {
-    _dir: tempfile::TempDir,
-    control: ControlPlaneHandle,
-    upstream: MockUpstream,
-    planes: Vec<DataPlaneHandle>,
-    token: String,
-}
-
-/// A control plane with provider `up` (type openai, pointing at the mock) holding `keys`,
-/// the given settings, a client token, and `planes` data planes that hold all of it.
 async fn gateway(keys: &[&str], planes: usize, settings: &[(&str, &str)]) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let control = ControlPlaneHandle::start(dir.path()).await;
-    let upstream = MockUpstream::start().await;
-    let mut admin = control.admin().await;
-    admin
-        .create_provider(pb::CreateProviderRequest {
-            name: "up".into(),
-            r#type: pb::ProviderType::Openai as i32,
-            base_url: upstream.openai_base_url(),
-            priority: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    admin
-        .add_keys(pb::AddKeysRequest {
-            provider: "up".into(),
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-        })
-        .await
-        .unwrap();
-    for (name, value) in settings {
-        admin
-            .set_setting(pb::SetSettingRequest {
-                name: name.to_string(),
-                value: value.to_string(),
-            })
-            .await
-            .unwrap();
-    }
-    let token = admin
-        .create_client_token(pb::CreateClientTokenRequest { name: "app".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
-    let revision = control.store().revision();
-    let mut started = Vec::new();
-    for i in 0..planes {
-        let plane =
-            DataPlaneHandle::start(&control.endpoint(), &control.join_token, &format!("dp-{i}"))
-                .await;
-        plane.wait_for_revision(revision).await;
-        started.push(plane);
-    }
-    Gateway {
-        _dir: dir,
-        control,
-        upstream,
-        planes: started,
-        token,
-    }
+    Gateway::start(keys, planes, settings).await
 }
 
-impl Gateway {
-    async fn post(&self, plane: usize, path: &str, body: &str) -> RawResponse {
-        let auth = format!("Bearer {}", self.token);
-        http_request(
-            self.planes[plane].addr,
-            "POST",
-            path,
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            body.as_bytes(),
-        )
-        .await
-    }
-
-    async fn chat(&self, plane: usize) -> RawResponse {
-        self.post(plane, "/v1/chat/completions", CHAT).await
-    }
-
-    fn state_on(&self, plane: usize, secret: &str) -> Option<KeyState> {
-        let id = key_id("up", secret);
-        self.planes[plane]
-            .runtime()
-            .load()
-            .and_then(|c| c.keys.get(&id).map(|k| k.state))
-    }
-
-    async fn wait_state(&self, plane: usize, secret: &str, want: KeyState, within: Duration) {
-        eventually(
-            &format!("{secret} {want} on dp-{plane}"),
-            within,
-            || async { (self.state_on(plane, secret) == Some(want)).then_some(()) },
-        )
-        .await;
-    }
-
-    async fn stop(self) {
-        for plane in self.planes {
-            plane.stop().await;
-        }
-        self.control.stop().await;
-    }
+async fn chat(gw: &Gateway, plane: usize) -> RawResponse {
+    gw.post(plane, "/v1/chat/completions", CHAT).await
 }
 
 fn assert_openai_error(response: &RawResponse, status: u16, code: &str) {
@@ -145,7 +44,7 @@ async fn spreads_requests_over_every_key_round_robin() {
     ];
     let gw = gateway(&keys, 1, &[]).await;
     for _ in 0..30 {
-        let response = gw.chat(0).await;
+        let response = chat(&gw, 0).await;
         assert_eq!(response.status, 200, "{}", response.text());
         assert_eq!(response.json()["object"], "chat.completion");
     }
@@ -170,11 +69,11 @@ async fn a_429_cools_the_key_here_at_once_and_everywhere_soon() {
     let gw = gateway(&[a, b], 2, &[]).await;
     gw.upstream.script(a, Behaviour::rate_limited("2"));
     // The first request starts at key a, gets its 429, and moves to b.
-    let response = gw.chat(0).await;
+    let response = chat(&gw, 0).await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!((gw.upstream.calls(a), gw.upstream.calls(b)), (1, 1));
     for _ in 0..6 {
-        assert_eq!(gw.chat(0).await.status, 200);
+        assert_eq!(chat(&gw, 0).await.status, 200);
     }
     assert_eq!(
         gw.upstream.calls(a),
@@ -185,7 +84,7 @@ async fn a_429_cools_the_key_here_at_once_and_everywhere_soon() {
     gw.wait_state(1, a, KeyState::Cooling, Duration::from_secs(1))
         .await;
     for _ in 0..6 {
-        assert_eq!(gw.chat(1).await.status, 200);
+        assert_eq!(chat(&gw, 1).await.status, 200);
     }
     assert_eq!(gw.upstream.calls(a), 1, "a rests on every data plane");
     // After Retry-After, the key comes back by itself: a 429 is not a failure.
@@ -193,7 +92,7 @@ async fn a_429_cools_the_key_here_at_once_and_everywhere_soon() {
     gw.wait_state(1, a, KeyState::Active, Duration::from_secs(5))
         .await;
     for _ in 0..4 {
-        assert_eq!(gw.chat(1).await.status, 200);
+        assert_eq!(chat(&gw, 1).await.status, 200);
     }
     assert!(gw.upstream.calls(a) >= 2, "a is back in rotation");
     gw.stop().await;
@@ -204,7 +103,7 @@ async fn a_refused_key_is_out_on_every_data_plane_within_a_second() {
     let (a, b) = ("sk-dead-a-0123456789", "sk-dead-b-0123456789");
     let gw = gateway(&[a, b], 2, &[]).await;
     gw.upstream.script(a, Behaviour::status(401));
-    assert_eq!(gw.chat(0).await.status, 200, "moved to b");
+    assert_eq!(chat(&gw, 0).await.status, 200, "moved to b");
     assert_eq!(gw.upstream.calls(a), 1);
     let found = Instant::now();
     gw.wait_state(1, a, KeyState::Invalid, Duration::from_secs(1))
@@ -215,7 +114,7 @@ async fn a_refused_key_is_out_on_every_data_plane_within_a_second() {
     );
     for plane in [0, 1] {
         for _ in 0..6 {
-            assert_eq!(gw.chat(plane).await.status, 200);
+            assert_eq!(chat(&gw, plane).await.status, 200);
         }
     }
     assert_eq!(
@@ -235,7 +134,7 @@ async fn a_refused_key_is_out_on_every_data_plane_within_a_second() {
     gw.wait_state(0, a, KeyState::Active, Duration::from_secs(2))
         .await;
     for _ in 0..4 {
-        assert_eq!(gw.chat(0).await.status, 200);
+        assert_eq!(chat(&gw, 0).await.status, 200);
     }
     assert!(gw.upstream.calls(a) >= 2);
     gw.stop().await;
@@ -251,13 +150,13 @@ async fn consecutive_failures_take_a_key_out_and_a_success_resets_the_count() {
         Behaviour::Sequence(vec![Behaviour::status(500), Behaviour::Ok]),
     );
     for _ in 0..6 {
-        assert_eq!(gw.chat(0).await.status, 200);
+        assert_eq!(chat(&gw, 0).await.status, 200);
     }
     assert_eq!(gw.state_on(0, a), Some(KeyState::Active));
     gw.upstream.script(a, Behaviour::status(503));
     let before = gw.upstream.calls(a);
     for _ in 0..10 {
-        assert_eq!(gw.chat(0).await.status, 200, "every request moves to b");
+        assert_eq!(chat(&gw, 0).await.status, 200, "every request moves to b");
     }
     assert_eq!(
         gw.upstream.calls(a) - before,
@@ -288,7 +187,7 @@ async fn client_errors_come_back_as_they_came_and_are_never_retried() {
             );
         }
         gw.upstream.reset_counts();
-        let response = gw.chat(0).await;
+        let response = chat(&gw, 0).await;
         assert_eq!(response.status, status);
         let message = response.json()["error"]["message"]
             .as_str()
@@ -324,7 +223,7 @@ async fn retries_are_bounded_and_the_last_upstream_error_is_returned() {
     for key in keys {
         gw.upstream.script(key, Behaviour::status(500));
     }
-    let response = gw.chat(0).await;
+    let response = chat(&gw, 0).await;
     assert_eq!(response.status, 500, "{}", response.text());
     assert_eq!(gw.upstream.total_calls(), 2, "one try and one retry");
     gw.stop().await;
@@ -337,7 +236,7 @@ async fn a_first_byte_timeout_moves_the_request_to_another_key() {
     gw.upstream
         .script(a, Behaviour::StallBeforeHeaders(Duration::from_secs(3)));
     let started = Instant::now();
-    let response = gw.chat(0).await;
+    let response = chat(&gw, 0).await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -431,11 +330,11 @@ async fn when_every_key_cools_the_client_gets_429_with_retry_after_or_waits_with
     let key = "sk-only-0123456789";
     let gw = gateway(&[key], 1, &[]).await;
     gw.upstream.script(key, Behaviour::rate_limited("30"));
-    let response = gw.chat(0).await;
+    let response = chat(&gw, 0).await;
     assert_openai_error(&response, 429, "all_keys_rate_limited");
     let retry_after: u64 = response.header("retry-after").unwrap().parse().unwrap();
     assert!((28..=30).contains(&retry_after), "{retry_after}");
-    let response = gw.chat(0).await;
+    let response = chat(&gw, 0).await;
     assert_eq!(response.status, 429);
     assert_eq!(
         gw.upstream.calls(key),
@@ -451,7 +350,7 @@ async fn when_every_key_cools_the_client_gets_429_with_retry_after_or_waits_with
         Behaviour::Sequence(vec![Behaviour::rate_limited("1"), Behaviour::Ok]),
     );
     let started = Instant::now();
-    let response = gw.chat(0).await;
+    let response = chat(&gw, 0).await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert!(
         started.elapsed() >= Duration::from_millis(900),
@@ -487,7 +386,7 @@ async fn fails_over_to_the_next_provider_that_serves_the_model() {
         .unwrap()
         .into_inner();
     gw.planes[0].wait_for_revision(added.revision).await;
-    let response = gw.chat(0).await;
+    let response = chat(&gw, 0).await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(gw.upstream.calls("sk-backup-0123456789"), 1);
     // A pinned provider is never left.
@@ -648,24 +547,23 @@ async fn keeps_serving_while_the_control_plane_is_away_and_resumes_after() {
     let key = "sk-away-0123456789";
     let gw = gateway(&[key], 1, &[]).await;
     let Gateway {
-        _dir,
+        dir,
         control,
         upstream,
         planes,
         token,
     } = gw;
     let grpc = control.grpc_addr;
-    let dir = control.data_dir.clone();
     control.stop().await;
     let gw = Gateway {
-        _dir,
-        control: ControlPlaneHandle::start_with(&dir, 10_000, grpc).await,
+        control: ControlPlaneHandle::start_with(dir.path(), 10_000, grpc).await,
+        dir,
         upstream,
         planes,
         token,
     };
     // (While it restarted, and after.) Requests never needed it.
-    assert_eq!(gw.chat(0).await.status, 200);
+    assert_eq!(chat(&gw, 0).await.status, 200);
     let mut admin = gw.control.admin().await;
     let created = admin
         .create_client_token(pb::CreateClientTokenRequest {
