@@ -1,0 +1,483 @@
+#!/usr/bin/env bash
+# Data-plane benchmark: fulcrum-proxy in front of the mock upstream, side by side with the
+# same load sent straight to the mock and through nginx (plain reverse proxy, if installed).
+#
+#   bash bench/proxy.sh [--install] [--no-build] [--help]
+#
+# Environment:
+#   DURATION=10s       measured run per row (wrk -d)
+#   WARMUP=3s          unmeasured run before each row
+#   CONNECTIONS="32 128"
+#   WRK_THREADS=1      wrk threads (all on CPU 0)
+#   MODES="json stream"  json: plain POST; stream: the same with "stream":true
+#   KEYS=1000          provider keys loaded into the control plane
+#   READY_RUNS=5       fulcrum-proxy starts timed for "ready after exec"
+#   LOAD_CPU=0 PROXY_CPU=1   CPUs for wrk + mock (+ control plane) and for the proxy under test
+#
+# Output: a Markdown report on stdout and in bench/results/proxy-<date>.md.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN="$ROOT/target/release"
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-3s}
+CONNECTIONS=${CONNECTIONS:-"32 128"}
+WRK_THREADS=${WRK_THREADS:-1}
+MODES=${MODES:-"json stream"}
+KEYS=${KEYS:-1000}
+READY_RUNS=${READY_RUNS:-5}
+LOAD_CPU=${LOAD_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-1}
+
+INSTALL=0
+BUILD=1
+for arg in "$@"; do
+    case "$arg" in
+        --install) INSTALL=1 ;;
+        --no-build) BUILD=0 ;;
+        -h | --help)
+            sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "unknown argument: $arg (try --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+log() { echo "[bench] $*" >&2; }
+die() {
+    echo "[bench] error: $*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------- tools
+apt_install() {
+    [ "$(id -u)" -eq 0 ] || die "installing $* needs root: sudo apt-get install -y $*"
+    log "apt-get install -y $*"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if [ "$INSTALL" -eq 1 ]; then
+    missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
+fi
+if ! command -v wrk >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt_install wrk
+    else
+        die "wrk is missing: apt-get install wrk (or run this script with --install as root)"
+    fi
+fi
+NGINX=$(command -v nginx || true)
+[ -n "$NGINX" ] || { [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx; } || true
+command -v taskset >/dev/null || die "taskset is missing (package util-linux)"
+command -v curl >/dev/null || die "curl is missing"
+
+NCPU=$(nproc)
+if [ "$NCPU" -lt 2 ]; then
+    log "only $NCPU CPU: pinning everything to CPU 0"
+    LOAD_CPU=0
+    PROXY_CPU=0
+fi
+
+if [ "$BUILD" -eq 1 ]; then
+    log "cargo build --release (fulcrum-control, fulcrum-proxy, fulcrumctl, mock-upstream)"
+    (cd "$ROOT" && cargo build --release --quiet -p fulcrum-control -p fulcrum-proxy -p fulcrumctl -p fulcrum-tests --bins)
+fi
+for b in fulcrum-control fulcrum-proxy fulcrumctl mock-upstream; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b is missing: build it or drop --no-build"
+done
+
+# ---------------------------------------------------------------- processes and cleanup
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/fulcrum-bench.XXXXXX")
+PIDS=()
+SAMPLER_PID=
+cleanup() {
+    local pid
+    [ -z "$SAMPLER_PID" ] || kill "$SAMPLER_PID" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port below the ephemeral range (32768+) that nothing listens on.
+used_ports=" "
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 12000))
+        case "$used_ports" in *" $p "*) continue ;; esac
+        if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q . &&
+            ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            used_ports+="$p "
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# Waits until URL answers 200 (at most $2 seconds).
+wait_http_200() {
+    local url=$1 limit=${2:-30} i
+    for i in $(seq $((limit * 20))); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)" = 200 ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# /proc/PID/status field (kB) summed over the PIDs given.
+status_kb() {
+    local field=$1 pid total=0 v
+    shift
+    for pid in "$@"; do
+        v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# Samples VmRSS of the PIDs every 100 ms into FILE until killed.
+start_sampler() {
+    local file=$1
+    shift
+    (
+        while :; do
+            status_kb VmRSS "$@" >>"$file"
+            sleep 0.1
+        done
+    ) &
+    SAMPLER_PID=$!
+}
+stop_sampler() {
+    [ -z "$SAMPLER_PID" ] || { kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; }
+    SAMPLER_PID=
+}
+
+# utime + stime (clock ticks) summed over the PIDs given.
+cpu_ticks() {
+    local pid total=0 v
+    for pid in "$@"; do
+        v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# ---------------------------------------------------------------- mock upstream
+taskset -c "$LOAD_CPU" "$BIN/mock-upstream" --listen 127.0.0.1:0 --threads 1 >"$TMP/mock.log" 2>&1 &
+PIDS+=($!)
+MOCK_ADDR=
+for _ in $(seq 100); do
+    MOCK_ADDR=$(sed -n 's/^listening on //p' "$TMP/mock.log" | head -n1)
+    [ -n "$MOCK_ADDR" ] && break
+    sleep 0.05
+done
+[ -n "$MOCK_ADDR" ] || die "mock-upstream did not start: $(cat "$TMP/mock.log")"
+log "mock upstream on $MOCK_ADDR (CPU $LOAD_CPU, 1 thread)"
+
+# ---------------------------------------------------------------- control plane with the keys
+GRPC_PORT=$(free_port)
+CP_HTTP_PORT=$(free_port)
+export FULCRUM_TOKEN="fca_bench_admin_$RANDOM$RANDOM$RANDOM"
+export FULCRUM_JOIN_TOKEN="fcj_bench_join_$RANDOM$RANDOM$RANDOM"
+mkdir -p "$TMP/control"
+taskset -c "$LOAD_CPU" "$BIN/fulcrum-control" --data-dir "$TMP/control" \
+    --grpc-listen "127.0.0.1:$GRPC_PORT" --http-listen "127.0.0.1:$CP_HTTP_PORT" \
+    >"$TMP/control.log" 2>&1 &
+PIDS+=($!)
+wait_http_200 "http://127.0.0.1:$CP_HTTP_PORT/healthz" 30 ||
+    die "control plane not healthy: $(tail -n 20 "$TMP/control.log")"
+log "control plane on 127.0.0.1:$GRPC_PORT (gRPC)"
+
+ctl() { "$BIN/fulcrumctl" --endpoint "http://127.0.0.1:$GRPC_PORT" "$@"; }
+ctl providers add up --type openai --base-url "http://$MOCK_ADDR/v1" >/dev/null
+for i in $(seq 1 "$KEYS"); do
+    printf 'sk-bench-%06d-%016x\n' "$i" "$((RANDOM * 32768 * 32768 + RANDOM * 32768 + RANDOM))"
+done >"$TMP/keys.txt"
+ctl keys add --provider up --file "$TMP/keys.txt" >/dev/null
+CLIENT_TOKEN=$(ctl -o json tokens create bench | sed -n 's/.*"token"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' | head -n1)
+[ -n "$CLIENT_TOKEN" ] || die "could not read the client token from 'fulcrumctl tokens create -o json'"
+log "provider 'up' with $KEYS keys and a client token loaded"
+
+# ---------------------------------------------------------------- fulcrum-proxy: ready time
+# fulcrum-proxy has no worker-thread flag; tokio's multi-thread runtime reads TOKIO_WORKER_THREADS.
+PROXY_PORT=$(free_port)
+PROXY_PID=
+start_proxy() {
+    TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$BIN/fulcrum-proxy" \
+        --control-plane "http://127.0.0.1:$GRPC_PORT" --listen "127.0.0.1:$PROXY_PORT" \
+        --node-id "bench-$1" >>"$TMP/proxy.log" 2>&1 &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+}
+stop_proxy() {
+    kill -TERM "$PROXY_PID" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$PROXY_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$PROXY_PID" 2>/dev/null || true
+    wait "$PROXY_PID" 2>/dev/null || true
+}
+# One raw HTTP/1.0 GET /readyz over bash's /dev/tcp: prints the status code, or nothing.
+readyz_code() {
+    local line
+    exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT" || return 0
+    printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    IFS=' ' read -r -t 1 _ line _ <&3 || true
+    exec 3>&- 3<&-
+    echo "$line"
+}
+READY_MS=()
+for run in $(seq 1 "$READY_RUNS"); do
+    t0=$(date +%s%N)
+    start_proxy "ready$run"
+    ready=
+    while :; do
+        if [ "$(readyz_code 2>/dev/null)" = 200 ]; then
+            ready=$(date +%s%N)
+            break
+        fi
+        kill -0 "$PROXY_PID" 2>/dev/null || die "fulcrum-proxy exited: $(tail -n 20 "$TMP/proxy.log")"
+        [ $(($(date +%s%N) - t0)) -lt 30000000000 ] || die "fulcrum-proxy not ready after 30 s: $(tail -n 20 "$TMP/proxy.log")"
+    done
+    READY_MS+=("$(((ready - t0) / 1000000))")
+    [ "$run" -eq "$READY_RUNS" ] || stop_proxy
+done
+READY_SORTED=$(printf '%s\n' "${READY_MS[@]}" | sort -n | tr '\n' ' ')
+READY_MEDIAN=$(printf '%s\n' "${READY_MS[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+log "fulcrum-proxy ready after exec (ms): $READY_SORTED(median $READY_MEDIAN)"
+IDLE_RSS_KB=$(status_kb VmRSS "$PROXY_PID")
+log "fulcrum-proxy on 127.0.0.1:$PROXY_PORT (CPU $PROXY_CPU, TOKIO_WORKER_THREADS=1), idle RSS $(kib_to_mib "$IDLE_RSS_KB") MiB"
+
+# ---------------------------------------------------------------- nginx (optional)
+NGINX_PORT=
+NGINX_PIDS=()
+if [ -n "$NGINX" ]; then
+    NGINX_PORT=$(free_port)
+    ND="$TMP/nginx"
+    mkdir -p "$ND/logs" "$ND/tmp"
+    chmod 755 "$TMP" "$ND"
+    chmod 777 "$ND/tmp"
+    cat >"$ND/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $ND/nginx.pid;
+error_log $ND/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $ND/tmp/body;
+    proxy_temp_path $ND/tmp/proxy;
+    fastcgi_temp_path $ND/tmp/fastcgi;
+    uwsgi_temp_path $ND/tmp/uwsgi;
+    scgi_temp_path $ND/tmp/scgi;
+    keepalive_requests 1000000;
+    upstream mock {
+        server $MOCK_ADDR;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    taskset -c "$PROXY_CPU" "$NGINX" -p "$ND" -c "$ND/nginx.conf" -e "$ND/logs/error.log" >"$ND/logs/stdout.log" 2>&1 &
+    NGINX_MASTER=$!
+    PIDS+=("$NGINX_MASTER")
+    for _ in $(seq 100); do
+        mapfile -t NGINX_PIDS < <(echo "$NGINX_MASTER"; pgrep -P "$NGINX_MASTER" || true)
+        [ "${#NGINX_PIDS[@]}" -ge 2 ] && break
+        sleep 0.05
+    done
+    if ! kill -0 "$NGINX_MASTER" 2>/dev/null; then
+        log "nginx did not start, skipping it: $(cat "$ND/logs/error.log" "$ND/logs/stdout.log" 2>/dev/null | tail -n 5)"
+        NGINX_PORT=
+    else
+        log "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') on 127.0.0.1:$NGINX_PORT (CPU $PROXY_CPU, 1 worker)"
+    fi
+else
+    log "nginx is not installed: skipping the nginx rows (apt-get install nginx, or run with --install as root)"
+fi
+
+# ---------------------------------------------------------------- smoke checks
+BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
+SBODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"stream":true}'
+DIRECT_AUTH="sk-bench-direct-0000000000000000"
+
+smoke() { # name url auth body
+    local code
+    code=$(curl -s -o "$TMP/smoke-$1.out" -w '%{http_code}' --max-time 5 -X POST "$2/v1/chat/completions" \
+        -H "Authorization: Bearer $3" -H 'Content-Type: application/json' -d "$4" || true)
+    if [ "$code" != 200 ]; then
+        log "WARNING: $1 answered HTTP ${code:-none}: $(head -c 300 "$TMP/smoke-$1.out" 2>/dev/null)"
+        return 1
+    fi
+}
+smoke direct "http://$MOCK_ADDR" "$DIRECT_AUTH" "$BODY" || die "the mock upstream does not answer"
+FULCRUM_OK=1
+smoke fulcrum "http://127.0.0.1:$PROXY_PORT" "$CLIENT_TOKEN" "$BODY" || FULCRUM_OK=0
+smoke fulcrum-stream "http://127.0.0.1:$PROXY_PORT" "$CLIENT_TOKEN" "$SBODY" || FULCRUM_OK=0
+if [ -n "$NGINX_PORT" ]; then
+    smoke nginx "http://127.0.0.1:$NGINX_PORT" "$DIRECT_AUTH" "$BODY" || log "nginx rows will show errors"
+fi
+[ "$FULCRUM_OK" -eq 1 ] || log "fulcrum-proxy failed the smoke request; its rows are measured anyway (see non-2xx). Log: $(tail -n 5 "$TMP/proxy.log")"
+
+# ---------------------------------------------------------------- load
+write_lua() { # file auth body
+    local body=${3//\"/\\\"}
+    cat >"$1" <<EOF
+wrk.method = "POST"
+wrk.body = "$body"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $2"
+EOF
+}
+
+# wrk latency like 812.00us / 1.23ms / 1.02s / 2.00m -> ms
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        printf "%.2f", n }'
+}
+
+ROWS=()           # Markdown table rows
+declare -A RPS P50 P99 PEAK
+run_row() { # target mode conns url auth body pids...
+    local target=$1 mode=$2 conns=$3 url=$4 auth=$5 body=$6
+    shift 6
+    local lua="$TMP/$target-$mode.lua" out="$TMP/wrk-$target-$mode-$conns.txt"
+    write_lua "$lua" "$auth" "$body"
+    log "$target $mode c=$conns: warmup $WARMUP, run $DURATION"
+    taskset -c "$LOAD_CPU" wrk -t "$WRK_THREADS" -c "$conns" -d "$WARMUP" -s "$lua" "$url/v1/chat/completions" >/dev/null 2>&1 || true
+    local samples="$TMP/rss-$target-$mode-$conns.txt"
+    : >"$samples"
+    [ "$#" -eq 0 ] || start_sampler "$samples" "$@"
+    local ticks0 t0 ticks1 t1 cpu="-"
+    ticks0=$(cpu_ticks "$@")
+    t0=$(date +%s%N)
+    taskset -c "$LOAD_CPU" wrk -t "$WRK_THREADS" -c "$conns" -d "$DURATION" --latency -s "$lua" \
+        "$url/v1/chat/completions" >"$out" 2>&1 || true
+    t1=$(date +%s%N)
+    ticks1=$(cpu_ticks "$@")
+    stop_sampler
+    local cpu_us="-"
+    if [ "$#" -gt 0 ]; then
+        cpu=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }')
+        cpu_us=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$(awk '/requests in/ { print $1 }' "$out")" 'BEGIN { if (n > 0) printf "%.1f", d / hz * 1e6 / n; else print "-" }')
+    fi
+    local rps p50 p99 non2xx errors rss="-" hwm="-" reqs
+    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
+    reqs=$(awk '/requests in/ { print $1 }' "$out")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+    errors=$(sed -n 's/^ *Socket errors: *//p' "$out")
+    if [ "$#" -gt 0 ]; then
+        local peak
+        peak=$(sort -n "$samples" | tail -n1)
+        rss=$(kib_to_mib "${peak:-0}")
+        hwm=$(kib_to_mib "$(status_kb VmHWM "$@")")
+        PEAK[$target]=$(awk -v a="${PEAK[$target]:-0}" -v b="$hwm" 'BEGIN { print (b > a) ? b : a }')
+    fi
+    RPS[$target/$mode/$conns]=${rps:-0}
+    P50[$target/$mode/$conns]=$p50
+    P99[$target/$mode/$conns]=$p99
+    ROWS+=("| $target | $mode | $conns | ${rps:-0} | $p50 | $p99 | ${reqs:-0} | ${non2xx:-0} | ${errors:-none} | $cpu | $cpu_us | $rss | $hwm |")
+    if [ -z "$rps" ]; then
+        log "wrk printed no result for $target $mode c=$conns: $(head -c 500 "$out")"
+    fi
+}
+
+for mode in $MODES; do
+    case "$mode" in json | stream) ;; *) die "unknown mode $mode (json, stream)" ;; esac
+    body=$BODY
+    [ "$mode" = stream ] && body=$SBODY
+    for c in $CONNECTIONS; do
+        run_row direct "$mode" "$c" "http://$MOCK_ADDR" "$DIRECT_AUTH" "$body"
+        [ -z "$NGINX_PORT" ] || run_row nginx "$mode" "$c" "http://127.0.0.1:$NGINX_PORT" "$DIRECT_AUTH" "$body" "${NGINX_PIDS[@]}"
+        run_row fulcrum "$mode" "$c" "http://127.0.0.1:$PROXY_PORT" "$CLIENT_TOKEN" "$body" "$PROXY_PID"
+    done
+done
+kill -0 "$PROXY_PID" 2>/dev/null || log "WARNING: fulcrum-proxy is no longer running: $(tail -n 5 "$TMP/proxy.log")"
+PROXY_WARNINGS=$(grep -ciE 'warn|error' "$TMP/proxy.log" || true)
+
+# ---------------------------------------------------------------- report
+verdict() { awk -v ok="$1" 'BEGIN { print (ok == 1) ? "PASS" : "MISS" }'; }
+max_c=$(printf '%s\n' $CONNECTIONS | sort -n | tail -n1)
+# The targets are judged on the plain (json) rows, or on the first mode measured.
+JM=$(printf '%s\n' $MODES | grep -x json || printf '%s\n' $MODES | head -n1)
+
+TARGETS=()
+if [ -n "$NGINX_PORT" ]; then
+    worst=
+    detail=
+    for c in $CONNECTIONS; do
+        r=$(awk -v a="${RPS[fulcrum/$JM/$c]}" -v b="${RPS[nginx/$JM/$c]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+        detail+="c=$c: $r; "
+        worst=$(awk -v a="${worst:-9e9}" -v b="$r" 'BEGIN { print (b < a) ? b : a }')
+    done
+    TARGETS+=("| fulcrum req/s ÷ nginx req/s ($JM rows, lowest over connections) | ≥ 0.80 | $worst (${detail%; }) | $(verdict "$(awk -v w="$worst" 'BEGIN { print (w >= 0.8) }')") |")
+else
+    TARGETS+=("| fulcrum req/s ÷ nginx req/s | ≥ 0.80 | nginx not installed | SKIP |")
+fi
+d99=$(awk -v a="${P99[fulcrum/$JM/$max_c]}" -v b="${P99[direct/$JM/$max_c]}" 'BEGIN { printf "%.2f", a - b }')
+TARGETS+=("| fulcrum p99 − direct p99 at $max_c connections ($JM) | ≤ 1 ms | $d99 ms (${P99[fulcrum/$JM/$max_c]} − ${P99[direct/$JM/$max_c]}) | $(verdict "$(awk -v d="$d99" 'BEGIN { print (d <= 1) }')") |")
+TARGETS+=("| fulcrum peak RSS under load (VmHWM), $KEYS keys | ≤ 30 MiB | ${PEAK[fulcrum]} MiB (idle after load of keys: $(kib_to_mib "$IDLE_RSS_KB") MiB) | $(verdict "$(awk -v p="${PEAK[fulcrum]}" 'BEGIN { print (p <= 30) }')") |")
+TARGETS+=("| fulcrum-proxy exec → first 200 on /readyz (median of $READY_RUNS) | ≤ 200 ms | $READY_MEDIAN ms (runs: ${READY_SORTED% }) | $(verdict "$(awk -v r="$READY_MEDIAN" 'BEGIN { print (r <= 200) }')") |")
+
+DATE=$(date +%Y%m%d-%H%M%S)
+mkdir -p "$ROOT/bench/results"
+REPORT="$ROOT/bench/results/proxy-$DATE.md"
+{
+    echo "# Data-plane proxy benchmark ($(date -u +'%Y-%m-%d %H:%M UTC'))"
+    echo
+    echo "- commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty tree)'), $(uname -sr), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- wrk -t$WRK_THREADS, $DURATION per row after $WARMUP warmup; wrk + mock-upstream (1 thread) + control plane on CPU $LOAD_CPU; proxy under test on CPU $PROXY_CPU"
+    echo "- fulcrum-proxy: TOKIO_WORKER_THREADS=1 (no worker-thread flag), $KEYS keys on one openai provider; nginx: $([ -n "$NGINX_PORT" ] && "$NGINX" -v 2>&1 | sed 's/.*: //' || echo 'not installed'), worker_processes 1, upstream keepalive 64"
+    echo "- body: $BODY (stream rows add \"stream\":true)"
+    echo
+    echo "| target | mode | conns | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors | proxy CPU % | proxy CPU µs/req | RSS peak sampled MiB | VmHWM MiB |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "| target | goal | measured | verdict |"
+    echo "|---|---|---|---|"
+    printf '%s\n' "${TARGETS[@]}"
+    echo
+    echo "fulcrum-proxy log: $PROXY_WARNINGS warning/error lines during the run."
+} | tee "$REPORT"
+if [ "$PROXY_WARNINGS" -gt 0 ]; then
+    log "fulcrum-proxy warnings/errors (first 5):"
+    grep -iE 'warn|error' "$TMP/proxy.log" | head -n 5 >&2
+fi
+log "report written to ${REPORT#"$ROOT"/}"
