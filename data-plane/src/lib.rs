@@ -19,6 +19,7 @@ pub mod upstream;
 
 use std::future::{Future, IntoFuture};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -80,6 +81,13 @@ impl DataPlane {
 
         let discovery_task = tokio::spawn(discovery.run(stopped.clone()));
         let shipper_task = tokio::spawn(shipper.run(stopped.clone()));
+        // Without TCP_NODELAY the last small write of an answer (a chunk terminator) waits
+        // for the client's delayed ACK: ~40 ms per streamed answer.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let http = axum::serve(listener, server::router(self.runtime.clone(), proxy))
             .with_graceful_shutdown(async move {
                 let mut stopped = stopped;
