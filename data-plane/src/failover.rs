@@ -453,6 +453,7 @@ impl Attempts<'_> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let length = response.content_length();
         let mut body = response.bytes_stream().boxed();
         // The first chunk decides: an upstream that sends headers and then stalls or dies
         // is still a failed attempt, because the client has seen nothing yet.
@@ -475,11 +476,15 @@ impl Attempts<'_> {
         {
             self.report(key, pb::KeyEventKind::Success, 0, Some(status), "");
         }
+        let first = first.unwrap_or_default();
+        // A small answer often arrives whole in its first chunk: then it goes out as one
+        // body with a length instead of a stream to poll to its end.
+        let whole = !event_stream && length == Some(first.len() as u64);
         Ok(Committed {
             status,
             headers,
-            first: first.unwrap_or_default(),
-            rest: Some(body),
+            first,
+            rest: (!whole).then_some(body),
             event_stream,
             provider: provider.name.clone(),
             key_id: Some(key.id.clone()),

@@ -293,8 +293,20 @@ fn respond(committed: Committed, idle_timeout: Duration) -> Response {
     if let Some(headers) = response.headers_mut() {
         *headers = committed.headers;
     }
+    let Some(rest) = committed.rest else {
+        return response
+            .body(Body::from(committed.first))
+            .unwrap_or_else(|_| {
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "invalid upstream answer",
+                    "upstream_error",
+                    None,
+                )
+            });
+    };
     let tail = BodyTail {
-        rest: committed.rest,
+        rest: Some(rest),
         idle_timeout,
         event_stream: committed.event_stream,
         done_seen: contains_done(&committed.first),
