@@ -79,20 +79,7 @@ pub async fn run(
                 weight: weight.unwrap_or(0),
             };
             let response = client.create_provider(request).await?.into_inner();
-            let Some(provider) = response.provider else {
-                bail!("the control plane answered without the provider");
-            };
-            if format == Format::Json {
-                return output::print_json(&json!({
-                    "provider": output::provider_json(&provider),
-                    "revision": response.revision,
-                }));
-            }
-            output::print(&format!(
-                "created provider {:?} (revision {})",
-                provider.name, response.revision
-            ))?;
-            output::print(&provider_fields(&provider, None))
+            print_changed("created", response.provider, response.revision, format)
         }
         ProvidersCommand::List => {
             let response = client
@@ -175,20 +162,7 @@ pub async fn run(
                 weight: *weight,
             };
             let response = client.update_provider(request).await?.into_inner();
-            let Some(provider) = response.provider else {
-                bail!("the control plane answered without the provider");
-            };
-            if format == Format::Json {
-                return output::print_json(&json!({
-                    "provider": output::provider_json(&provider),
-                    "revision": response.revision,
-                }));
-            }
-            output::print(&format!(
-                "updated provider {:?} (revision {})",
-                provider.name, response.revision
-            ))?;
-            output::print(&provider_fields(&provider, None))
+            print_changed("updated", response.provider, response.revision, format)
         }
     }
 }
@@ -212,6 +186,29 @@ fn provider_fields(p: &pb::Provider, key_counts: Option<&[pb::KeyStateCount]>) -
         ));
     }
     output::fields(&pairs)
+}
+
+/// Prints a provider an admin write answered with, and the revision it made.
+fn print_changed(
+    verb: &str,
+    provider: Option<pb::Provider>,
+    revision: u64,
+    format: Format,
+) -> anyhow::Result<()> {
+    let Some(provider) = provider else {
+        bail!("the control plane answered without the provider");
+    };
+    if format == Format::Json {
+        return output::print_json(&json!({
+            "provider": output::provider_json(&provider),
+            "revision": revision,
+        }));
+    }
+    output::print(&format!(
+        "{verb} provider {:?} (revision {revision})",
+        provider.name
+    ))?;
+    output::print(&provider_fields(&provider, None))
 }
 
 #[cfg(test)]
