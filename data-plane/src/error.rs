@@ -24,8 +24,8 @@ pub enum Error {
     #[error("cannot read the listener's local address")]
     ListenerAddr(#[source] io::Error),
     /// The pooled upstream HTTP client could not be built (no TLS roots, for one).
-    #[error("cannot build the upstream http client")]
-    UpstreamClient(#[source] reqwest::Error),
+    #[error("cannot build the upstream http client: {0}")]
+    UpstreamClient(String),
     /// The HTTP server stopped with an error before shutdown was asked for.
     #[error("http server failed")]
     Http(#[source] io::Error),

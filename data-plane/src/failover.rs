@@ -98,7 +98,7 @@ pub struct Committed {
     pub headers: HeaderMap,
     pub first: Bytes,
     /// The rest of the body; `None` when `first` is all of it.
-    pub rest: Option<futures::stream::BoxStream<'static, Result<Bytes, reqwest::Error>>>,
+    pub rest: Option<futures::stream::BoxStream<'static, Result<Bytes, hyper::Error>>>,
     pub event_stream: bool,
     pub provider: String,
     pub key_id: Option<String>,
@@ -221,7 +221,7 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 /// What an attempt needs besides the request.
 pub struct Attempts<'a> {
     pub config: &'a Arc<RuntimeConfig>,
-    pub client: &'a reqwest::Client,
+    pub client: &'a upstream::Client,
     pub events: &'a KeyEvents,
 }
 
@@ -337,7 +337,7 @@ impl Attempts<'_> {
             mock::MockBody::Events(events) => {
                 let mut events = events.into_iter();
                 let first = events.next().unwrap_or_default();
-                let rest: Vec<Result<Bytes, reqwest::Error>> = events.map(Ok).collect();
+                let rest: Vec<Result<Bytes, hyper::Error>> = events.map(Ok).collect();
                 (first, Some(futures::stream::iter(rest).boxed()), true)
             }
         };
@@ -375,28 +375,51 @@ impl Attempts<'_> {
         } else {
             Method::GET
         };
-        let mut builder = self
-            .client
-            .request(method, &url)
-            .headers(request.headers.clone())
-            .bearer_auth(key.secret.expose());
-        if request.endpoint.has_body() {
-            builder = builder.body(body);
-        }
+        let mut upstream_request =
+            http::Request::new(http_body_util::Full::new(if request.endpoint.has_body() {
+                body
+            } else {
+                Bytes::new()
+            }));
+        *upstream_request.method_mut() = method;
+        *upstream_request.uri_mut() = url.parse().map_err(|_| {
+            ProxyError::BadRequest(format!(
+                "provider {:?} has an unusable base URL",
+                provider.name
+            ))
+        })?;
+        let headers = upstream_request.headers_mut();
+        headers.clone_from(&request.headers);
+        let mut authorization = HeaderValue::try_from(format!("Bearer {}", key.secret.expose()))
+            .map_err(|_| {
+                ProxyError::BadRequest("a provider key cannot be sent as a header".into())
+            })?;
+        authorization.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, authorization);
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("fulcrum/", env!("CARGO_PKG_VERSION"))),
+        );
         let started = tokio::time::Instant::now();
         let deadline = started + settings.first_byte_timeout;
-        let response = match tokio::time::timeout_at(deadline, builder.send()).await {
-            Err(_) => {
-                self.fail(entry, None, "no response in time");
-                return Err(ProxyError::FirstByteTimeout(settings.first_byte_timeout));
-            }
-            Ok(Err(e)) => {
-                let detail = network_detail(&e);
-                self.fail(entry, None, &detail);
-                return Err(ProxyError::Network(detail));
-            }
-            Ok(Ok(response)) => response,
-        };
+        let response =
+            match tokio::time::timeout_at(deadline, self.client.request(upstream_request)).await {
+                Err(_) => {
+                    self.fail(entry, None, "no response in time");
+                    return Err(ProxyError::FirstByteTimeout(settings.first_byte_timeout));
+                }
+                Ok(Err(e)) => {
+                    let what = if e.is_connect() {
+                        "connect error"
+                    } else {
+                        "request failed"
+                    };
+                    let detail = network_detail(what, &e);
+                    self.fail(entry, None, &detail);
+                    return Err(ProxyError::Network(detail));
+                }
+                Ok(Ok(response)) => response,
+            };
         let status = response.status();
         let outcome = Outcome::classify(status, response.headers());
         if outcome != Outcome::Success {
@@ -453,8 +476,12 @@ impl Attempts<'_> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        let length = response.content_length();
-        let mut body = response.bytes_stream().boxed();
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut body = upstream::data_stream(response.into_body());
         // The first chunk decides: an upstream that sends headers and then stalls or dies
         // is still a failed attempt, because the client has seen nothing yet.
         let first = match tokio::time::timeout_at(deadline, body.next()).await {
@@ -463,7 +490,7 @@ impl Attempts<'_> {
                 return Err(ProxyError::FirstByteTimeout(settings.first_byte_timeout));
             }
             Ok(Some(Err(e))) => {
-                let detail = network_detail(&e);
+                let detail = network_detail("connection broken while reading the answer", &e);
                 self.fail(entry, None, &detail);
                 return Err(ProxyError::Network(detail));
             }
@@ -523,18 +550,10 @@ impl Attempts<'_> {
     }
 }
 
-/// A network error in words that never include a URL with secrets or a key.
-fn network_detail(e: &reqwest::Error) -> String {
-    let what = if e.is_connect() {
-        "connect error"
-    } else if e.is_timeout() {
-        "timeout"
-    } else if e.is_body() || e.is_decode() {
-        "connection broken while reading the answer"
-    } else {
-        "request failed"
-    };
-    let mut source = std::error::Error::source(e);
+/// A network error in words that never include a URL with secrets or a key: `what`
+/// happened, and the innermost cause.
+fn network_detail(what: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = e.source();
     let mut cause = String::new();
     while let Some(s) = source {
         cause = s.to_string();
@@ -548,8 +567,11 @@ fn network_detail(e: &reqwest::Error) -> String {
 }
 
 /// Reads at most `MAX_ERROR_BODY` bytes of an error answer before `deadline`.
-async fn read_bounded(response: reqwest::Response, deadline: tokio::time::Instant) -> Bytes {
-    let mut stream = response.bytes_stream();
+async fn read_bounded(
+    response: http::Response<hyper::body::Incoming>,
+    deadline: tokio::time::Instant,
+) -> Bytes {
+    let mut stream = upstream::data_stream(response.into_body());
     let mut out = Vec::new();
     while out.len() < MAX_ERROR_BODY {
         match tokio::time::timeout_at(deadline, stream.next()).await {

@@ -41,10 +41,6 @@ pub struct DataPlane {
 
 impl DataPlane {
     pub fn new(config: Config) -> Self {
-        // rustls needs one process-wide crypto provider before the first TLS client is
-        // built; `ring` builds faster than aws-lc-rs. An embedding program (or a test) may
-        // have installed one already, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             config,
             runtime: RuntimeConfigHandle::new(),

@@ -33,11 +33,11 @@ pub struct Proxy {
 /// builds a new one (connections of the old one close as their requests end).
 struct ClientEntry {
     connect_timeout: Duration,
-    client: reqwest::Client,
+    client: upstream::Client,
 }
 
 impl Proxy {
-    pub fn new(runtime: RuntimeConfigHandle, events: KeyEvents) -> Result<Self, reqwest::Error> {
+    pub fn new(runtime: RuntimeConfigHandle, events: KeyEvents) -> Result<Self, String> {
         let connect_timeout = fulcrum_proto::model::Settings::default().connect_timeout;
         let client = upstream::client(connect_timeout)?;
         Ok(Self {
@@ -50,7 +50,7 @@ impl Proxy {
         })
     }
 
-    fn client_for(&self, config: &RuntimeConfig) -> reqwest::Client {
+    fn client_for(&self, config: &RuntimeConfig) -> upstream::Client {
         let wanted = config.settings.connect_timeout;
         let current = self.client.load();
         if current.connect_timeout == wanted {
@@ -328,7 +328,7 @@ fn respond(committed: Committed, idle_timeout: Duration) -> Response {
 
 /// The part of an answer after its first chunk.
 struct BodyTail {
-    rest: Option<BoxStream<'static, Result<Bytes, reqwest::Error>>>,
+    rest: Option<BoxStream<'static, Result<Bytes, hyper::Error>>>,
     idle_timeout: Duration,
     event_stream: bool,
     done_seen: bool,

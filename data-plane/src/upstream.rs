@@ -35,19 +35,62 @@ pub fn copy_headers(names: &[&'static str], from: &HeaderMap, to: &mut HeaderMap
     }
 }
 
+/// The pooled upstream client: hyper's, over rustls with the platform's roots.
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
 /// Builds the one pooled client every upstream call goes through: keep-alive, HTTP/2 where
-/// the upstream offers it over TLS (ALPN), rustls.
-pub fn client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .tcp_keepalive(Duration::from_secs(30))
-        .user_agent(concat!("fulcrum/", env!("CARGO_PKG_VERSION")))
-        // Never follow redirects: an upstream that moves must be reconfigured, and a
-        // redirect must not carry a key to another host.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+/// the upstream offers it over TLS (ALPN), rustls with `ring` passed in (no process-wide
+/// provider needed). Redirects are never followed: an upstream that moves must be
+/// reconfigured, and a redirect must not carry a key to another host.
+pub fn client(connect_timeout: Duration) -> Result<Client, String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls versions: {e}"))?
+        .with_platform_verifier()
+        .map_err(|e| format!("tls roots: {e}"))?
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.set_keepalive(Some(Duration::from_secs(30)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https),
+    )
+}
+
+/// The data frames of an upstream body, as a stream.
+pub fn data_stream(
+    body: hyper::body::Incoming,
+) -> futures::stream::BoxStream<'static, Result<bytes::Bytes, hyper::Error>> {
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
+    futures::stream::unfold(body, |mut body| async move {
+        loop {
+            match body.frame().await? {
+                Ok(frame) => {
+                    // Trailers carry nothing the client needs.
+                    if let Ok(data) = frame.into_data() {
+                        return Some((Ok(data), body));
+                    }
+                }
+                Err(e) => return Some((Err(e), body)),
+            }
+        }
+    })
+    .boxed()
 }
 
 /// What an upstream's answer means for the request and the key.
