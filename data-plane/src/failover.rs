@@ -468,7 +468,7 @@ impl Attempts<'_> {
         }
         let mut headers = HeaderMap::new();
         upstream::copy_headers(
-            upstream::FORWARDED_RESPONSE_HEADERS,
+            &upstream::FORWARDED_RESPONSE_HEADERS,
             response.headers(),
             &mut headers,
         );

@@ -168,7 +168,7 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
     }
     let mut headers = HeaderMap::new();
     upstream::copy_headers(
-        upstream::FORWARDED_REQUEST_HEADERS,
+        &upstream::FORWARDED_REQUEST_HEADERS,
         &parts.headers,
         &mut headers,
     );

@@ -6,31 +6,36 @@ use http::{HeaderMap, HeaderName, StatusCode};
 
 /// Client headers that travel upstream; everything else (the client's own credentials
 /// above all) stays here.
-pub const FORWARDED_REQUEST_HEADERS: &[&str] =
-    &["content-type", "accept", "openai-beta", "idempotency-key"];
+pub static FORWARDED_REQUEST_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("content-type"),
+    HeaderName::from_static("accept"),
+    HeaderName::from_static("openai-beta"),
+    HeaderName::from_static("idempotency-key"),
+];
 
 /// Upstream headers that travel back to the client. Framing headers are the server's to
 /// set; cookies and anything else unknown are dropped.
-pub const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
-    "content-type",
-    "cache-control",
-    "retry-after",
-    "x-request-id",
-    "openai-processing-ms",
-    "openai-version",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-reset-tokens",
+pub static FORWARDED_RESPONSE_HEADERS: [HeaderName; 12] = [
+    HeaderName::from_static("content-type"),
+    HeaderName::from_static("cache-control"),
+    HeaderName::from_static("retry-after"),
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("openai-processing-ms"),
+    HeaderName::from_static("openai-version"),
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
 ];
 
 /// Copies the headers named in `names` from `from` into `to`.
-pub fn copy_headers(names: &[&'static str], from: &HeaderMap, to: &mut HeaderMap) {
+pub fn copy_headers(names: &[HeaderName], from: &HeaderMap, to: &mut HeaderMap) {
+    // Names made once, so a lookup hashes a ready name instead of parsing a string.
     for name in names {
-        if let Some(value) = from.get(*name) {
-            to.insert(HeaderName::from_static(name), value.clone());
+        if let Some(value) = from.get(name) {
+            to.insert(name.clone(), value.clone());
         }
     }
 }
