@@ -14,6 +14,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::failover::{Attempts, ClientRequest, Committed, ProxyError, candidates};
 use crate::protocol::openai::{self, Endpoint};
@@ -197,39 +198,43 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
 }
 
 /// The client token's name, if the request carries a known one.
-fn authenticate(
-    config: &RuntimeConfig,
+fn authenticate<'c>(
+    config: &'c RuntimeConfig,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Option<String> {
-    let header = |name: &str| {
+) -> Option<&'c str> {
+    let header = |name: header::HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    let token = header("authorization")
+    let token = header(header::AUTHORIZATION)
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .or_else(|| header("x-api-key"))
-        .or_else(|| header("x-goog-api-key"))
-        .map(str::to_string)
-        .or_else(|| {
-            query?
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("key="))
-                .map(|v| v.to_string())
-        })?;
+        .or_else(|| header(X_API_KEY.clone()))
+        .or_else(|| header(X_GOOG_API_KEY.clone()))
+        .or_else(|| query?.split('&').find_map(|pair| pair.strip_prefix("key=")))?
+        .trim();
     if token.is_empty() {
         return None;
     }
-    config
-        .client_tokens
-        .get(&fulcrum_proto::model::token_hash(token.trim()))
-        .cloned()
+    // On every request: hash into a stack buffer rather than allocating the hex string.
+    let digest = Sha256::digest(token.as_bytes());
+    let mut hex = [0u8; 64];
+    for (i, byte) in digest.iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(byte >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    let hex = std::str::from_utf8(&hex).ok()?;
+    config.client_tokens.get(hex).map(String::as_str)
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+static X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
+static X_GOOG_API_KEY: header::HeaderName = header::HeaderName::from_static("x-goog-api-key");
 
 /// `GET /v1/models` without a pinned provider: the union of what every provider lists.
 async fn list_models(attempts: &Attempts<'_>, request: &ClientRequest) -> Response {
