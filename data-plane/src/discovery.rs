@@ -32,7 +32,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The control plane's gRPC endpoint and the `Bearer <join token>` header for it, checked
 /// up front so that a typo fails at start-up instead of in a reconnect loop. The header is
 /// marked sensitive so that it never shows in debug output.
-pub(crate) fn control_plane(config: &Config) -> Result<(Endpoint, MetadataValue<Ascii>), Error> {
+fn control_plane(config: &Config) -> Result<(Endpoint, MetadataValue<Ascii>), Error> {
     let endpoint = Endpoint::from_shared(config.control_plane.clone())
         .map_err(|source| Error::ControlPlaneUrl {
             url: config.control_plane.clone(),
@@ -80,6 +80,12 @@ impl Discovery {
             },
             runtime,
         })
+    }
+
+    /// The control plane's endpoint and authorization header, checked once in [`Self::new`],
+    /// for the other streams to the same control plane.
+    pub(crate) fn connection(&self) -> (Endpoint, MetadataValue<Ascii>) {
+        (self.endpoint.clone(), self.authorization.clone())
     }
 
     /// Streams config until `stop` turns true (or its sender goes away), reconnecting

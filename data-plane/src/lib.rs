@@ -63,7 +63,7 @@ impl DataPlane {
     ) -> Result<(), Error> {
         let local_addr = listener.local_addr().map_err(Error::ListenerAddr)?;
         let discovery = Discovery::new(&self.config, local_addr, self.runtime.clone())?;
-        let (endpoint, authorization) = discovery::control_plane(&self.config)?;
+        let (endpoint, authorization) = discovery.connection();
         let node = fulcrum_proto::pb::Node {
             id: self.config.node_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),

@@ -14,7 +14,6 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::failover::{Attempts, ClientRequest, Committed, ProxyError, candidates};
 use crate::protocol::openai::{self, Endpoint};
@@ -221,18 +220,11 @@ fn authenticate<'c>(
     if token.is_empty() {
         return None;
     }
-    // On every request: hash into a stack buffer rather than allocating the hex string.
-    let digest = Sha256::digest(token.as_bytes());
-    let mut hex = [0u8; 64];
-    for (i, byte) in digest.iter().enumerate() {
-        hex[2 * i] = HEX[usize::from(byte >> 4)];
-        hex[2 * i + 1] = HEX[usize::from(byte & 0xf)];
-    }
-    let hex = std::str::from_utf8(&hex).ok()?;
-    config.client_tokens.get(hex).map(String::as_str)
+    // On every request: hashed into a stack buffer, the same rule the store keeps.
+    let hash = fulcrum_proto::model::TokenHash::of(token);
+    config.client_tokens.get(hash.as_str()).map(String::as_str)
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
 static X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
 static X_GOOG_API_KEY: header::HeaderName = header::HeaderName::from_static("x-goog-api-key");
 

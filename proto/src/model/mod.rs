@@ -13,7 +13,7 @@ pub use names::{
     validate_token_name,
 };
 pub use resources::{ClientToken, Key, KeyState, Provider, ProviderType, Route, RouteTarget};
-pub use secret::{Secret, key_id, mask_secret, token_hash};
+pub use secret::{Secret, TokenHash, key_id, mask_secret, token_hash};
 pub use settings::{SettingSpec, Settings};
 
 /// Why a resource or value is not acceptable. The message names the culprit and says what

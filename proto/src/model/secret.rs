@@ -56,15 +56,36 @@ pub fn key_id(provider: &str, secret: &str) -> String {
 
 /// Lowercase hex SHA-256 of a client token: what the store keeps instead of the token.
 pub fn token_hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    TokenHash::of(token).as_str().to_string()
 }
 
+/// [`token_hash`] without an allocation, for the data plane's per-request token check.
+pub struct TokenHash([u8; 64]);
+
+impl TokenHash {
+    pub fn of(token: &str) -> Self {
+        let digest = Sha256::digest(token.as_bytes());
+        let mut hex = [0u8; 64];
+        for (i, byte) in digest.iter().enumerate() {
+            hex[2 * i] = HEX_DIGITS[usize::from(byte >> 4)];
+            hex[2 * i + 1] = HEX_DIGITS[usize::from(byte & 0xf)];
+        }
+        Self(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+        out.push(HEX_DIGITS[usize::from(b >> 4)] as char);
+        out.push(HEX_DIGITS[usize::from(b & 0xf)] as char);
     }
     out
 }
