@@ -222,11 +222,11 @@ CLIENT_TOKEN=$(ctl -o json tokens create bench | sed -n 's/.*"token"[[:space:]]*
 log "provider 'up' with $KEYS keys and a client token loaded"
 
 # ---------------------------------------------------------------- fulcrum-proxy: ready time
-# fulcrum-proxy has no worker-thread flag; tokio's multi-thread runtime reads TOKIO_WORKER_THREADS.
+# One CPU for the proxy, so one serving thread, as nginx gets one worker.
 PROXY_PORT=$(free_port)
 PROXY_PID=
 start_proxy() {
-    TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$BIN/fulcrum-proxy" \
+    taskset -c "$PROXY_CPU" "$BIN/fulcrum-proxy" --worker-threads 1 \
         --control-plane "http://127.0.0.1:$GRPC_PORT" --listen "127.0.0.1:$PROXY_PORT" \
         --node-id "bench-$1" >>"$TMP/proxy.log" 2>&1 &
     PROXY_PID=$!
@@ -270,7 +270,7 @@ READY_SORTED=$(printf '%s\n' "${READY_MS[@]}" | sort -n | tr '\n' ' ')
 READY_MEDIAN=$(printf '%s\n' "${READY_MS[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
 log "fulcrum-proxy ready after exec (ms): $READY_SORTED(median $READY_MEDIAN)"
 IDLE_RSS_KB=$(status_kb VmRSS "$PROXY_PID")
-log "fulcrum-proxy on 127.0.0.1:$PROXY_PORT (CPU $PROXY_CPU, TOKIO_WORKER_THREADS=1), idle RSS $(kib_to_mib "$IDLE_RSS_KB") MiB"
+log "fulcrum-proxy on 127.0.0.1:$PROXY_PORT (CPU $PROXY_CPU, --worker-threads 1), idle RSS $(kib_to_mib "$IDLE_RSS_KB") MiB"
 
 # ---------------------------------------------------------------- nginx (optional)
 NGINX_PORT=
@@ -463,7 +463,7 @@ REPORT="$ROOT/bench/results/proxy-$DATE.md"
     echo
     echo "- commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty tree)'), $(uname -sr), $NCPU CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- wrk -t$WRK_THREADS, $DURATION per row after $WARMUP warmup; wrk + mock-upstream (1 thread) + control plane on CPU $LOAD_CPU; proxy under test on CPU $PROXY_CPU"
-    echo "- fulcrum-proxy: TOKIO_WORKER_THREADS=1 (no worker-thread flag), $KEYS keys on one openai provider; nginx: $([ -n "$NGINX_PORT" ] && "$NGINX" -v 2>&1 | sed 's/.*: //' || echo 'not installed'), worker_processes 1, upstream keepalive 64"
+    echo "- fulcrum-proxy: --worker-threads 1, $KEYS keys on one openai provider; nginx: $([ -n "$NGINX_PORT" ] && "$NGINX" -v 2>&1 | sed 's/.*: //' || echo 'not installed'), worker_processes 1, upstream keepalive 64"
     echo "- body: $BODY (stream rows add \"stream\":true)"
     echo
     echo "| target | mode | conns | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors | proxy CPU % | proxy CPU µs/req | RSS peak sampled MiB | VmHWM MiB |"
