@@ -7,7 +7,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fulcrum_proto::model::{KeyState, ProviderType};
+use fulcrum_proto::model::{KeyState, ProviderType, RouteStrategy};
 use fulcrum_proto::pb;
 use serde_json::{Value, json};
 
@@ -191,6 +191,28 @@ pub fn key_state_name(value: i32) -> &'static str {
     KeyState::from_pb(value).map_or("unspecified", KeyState::as_str)
 }
 
+pub fn route_strategy_name(value: i32) -> &'static str {
+    RouteStrategy::from_pb(value).map_or("unknown", RouteStrategy::as_str)
+}
+
+/// `off`, or the sticky time as people read it.
+pub fn sticky(secs: u32) -> String {
+    if secs == 0 {
+        "off".to_string()
+    } else {
+        human_duration(Duration::from_secs(u64::from(secs)))
+    }
+}
+
+/// `IN,OUT` in USD per million tokens, `-` when both are unknown (0).
+pub fn prices(input: f64, output: f64) -> String {
+    if input == 0.0 && output == 0.0 {
+        "-".to_string()
+    } else {
+        format!("{input},{output}")
+    }
+}
+
 pub fn add_key_outcome_name(value: i32) -> &'static str {
     match pb::AddKeyOutcome::try_from(value) {
         Ok(pb::AddKeyOutcome::Added) => "added",
@@ -276,11 +298,15 @@ pub fn route_json(r: &pb::Route) -> Value {
                 "model": t.model,
                 "priority": t.priority,
                 "weight": t.weight,
+                "input_usd_per_million_tokens": t.input_usd_per_million_tokens,
+                "output_usd_per_million_tokens": t.output_usd_per_million_tokens,
             })
         })
         .collect();
     json!({
         "model_pattern": r.model_pattern,
+        "strategy": route_strategy_name(r.strategy),
+        "sticky_secs": r.sticky_secs,
         "targets": targets,
         "updated_unix_ms": r.updated_unix_ms,
     })
@@ -385,5 +411,14 @@ mod tests {
             "duplicate"
         );
         assert_eq!(provider_type_name(99), "unspecified");
+        assert_eq!(route_strategy_name(0), "priority");
+        assert_eq!(
+            route_strategy_name(pb::RouteStrategy::LeastInFlight as i32),
+            "least-in-flight"
+        );
+        assert_eq!(sticky(0), "off");
+        assert_eq!(sticky(600), "10m0s");
+        assert_eq!(prices(0.0, 0.0), "-");
+        assert_eq!(prices(2.5, 10.0), "2.5,10");
     }
 }

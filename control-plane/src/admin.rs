@@ -2,9 +2,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use fulcrum_proto::model::routing::{self, MAX_STICKY_SECS};
 use fulcrum_proto::model::{
-    self, KeyState, ProviderType, key_id, mask_secret, settings, token_hash, validate_base_url,
-    validate_key_secret, validate_provider_name, validate_token_name,
+    self, ClientProtocol, KeyState, ProviderType, RouteStrategy, key_id, mask_secret, settings,
+    token_hash, validate_base_url, validate_key_secret, validate_model_pattern,
+    validate_provider_name, validate_route_pattern, validate_token_name,
 };
 use fulcrum_proto::pb;
 use fulcrum_proto::pb::admin_service_server::AdminService;
@@ -13,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::discovery::NodeRegistry;
 use crate::error::Error;
 use crate::snapshot::effective_settings;
-use crate::store::{Store, TreeId, Tx, TxResult, abort, random_hex};
+use crate::store::{Store, TreeId, Tx, TxResult, abort, now_unix_ms, random_hex};
 
 /// Priority given to providers created without one.
 const DEFAULT_PRIORITY: u32 = 100;
@@ -568,8 +570,15 @@ impl AdminService for Admin {
             .route
             .ok_or_else(|| Error::Invalid("a route is required".into()))?;
         route.model_pattern = route.model_pattern.trim().to_string();
+        // Glob syntax is checked on writes only; stored patterns stay readable as they are.
+        validate_route_pattern(&route.model_pattern).map_err(Error::from)?;
         let checked = model::Route::try_from(&route).map_err(Error::from)?;
-        // Store the normalised form, so what is listed is what data planes apply.
+        // Store the normalised form, so what is listed is what data planes apply: weight 0
+        // as 1, an unspecified strategy as priority, -0.0 prices as 0.
+        route.strategy = checked.strategy.to_pb() as i32;
+        route.sticky_secs = checked
+            .sticky
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(MAX_STICKY_SECS));
         route.targets = checked
             .targets
             .iter()
@@ -578,6 +587,8 @@ impl AdminService for Admin {
                 model: t.model.clone().unwrap_or_default(),
                 priority: t.priority,
                 weight: t.weight,
+                input_usd_per_million_tokens: t.prices.input,
+                output_usd_per_million_tokens: t.prices.output,
             })
             .collect();
         let (route, revision) = self
@@ -628,6 +639,29 @@ impl AdminService for Admin {
         Ok(Response::new(pb::DeleteRouteResponse {
             revision: revision_after(&self.store, revision),
         }))
+    }
+
+    async fn explain_route(
+        &self,
+        request: Request<pb::ExplainRouteRequest>,
+    ) -> Result<Response<pb::ExplainRouteResponse>, Status> {
+        let req = request.into_inner();
+        let model = req.model.trim().to_string();
+        if model.is_empty() {
+            return Err(Error::Invalid("a model is required".into()).into());
+        }
+        validate_model_pattern(&model).map_err(|_| {
+            Error::Invalid(format!(
+                "invalid model {model:?}: use 1-256 visible ASCII characters"
+            ))
+        })?;
+        let protocol = ClientProtocol::from_pb(req.protocol).ok_or_else(|| {
+            Error::Invalid(format!("unknown client protocol number {}", req.protocol))
+        })?;
+        let response = self
+            .read(move |store| explain(store, &model, protocol, now_unix_ms()))
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn create_client_token(
@@ -784,6 +818,131 @@ impl AdminService for Admin {
     }
 }
 
+/// Usable and total keys of one provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct KeyTally {
+    usable: u64,
+    total: u64,
+}
+
+/// Answers `ExplainRoute` from the store as it is now: the same plan a data plane makes
+/// ([`routing::plan`]), with key counts from the key inventory. The key states there are
+/// the ones key health decided; a cooldown whose end has passed counts as usable, as it
+/// does on the data planes, even before the cooldown timer has written `active`.
+fn explain(
+    store: &Store,
+    model: &str,
+    protocol: ClientProtocol,
+    now_unix_ms: i64,
+) -> Result<pb::ExplainRouteResponse, Error> {
+    let revision = store.revision();
+    let corrupt = |tree: &'static str| {
+        move |e: model::InvalidResource| Error::Corrupt {
+            tree,
+            detail: e.message,
+        }
+    };
+    let providers = store
+        .list::<pb::Provider>(TreeId::Providers)?
+        .iter()
+        .map(|p| model::Provider::try_from(p).map_err(corrupt("providers")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let routes = store
+        .list::<pb::Route>(TreeId::Routes)?
+        .iter()
+        .map(|r| model::Route::try_from(r).map_err(corrupt("routes")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = routing::plan(&routes, &providers, model, protocol);
+
+    let mut tallies: HashMap<&str, KeyTally> = plan
+        .candidates
+        .iter()
+        .map(|c| (c.provider.name.as_str(), KeyTally::default()))
+        .collect();
+    if !tallies.is_empty() {
+        store.visit_keys(|key| {
+            let Some(tally) = tallies.get_mut(key.provider.as_str()) else {
+                return;
+            };
+            tally.total += 1;
+            if KeyState::from_pb(key.state)
+                .is_some_and(|s| s.is_usable(key.state_until_unix_ms, now_unix_ms))
+            {
+                tally.usable += 1;
+            }
+        })?;
+    }
+
+    let candidates = plan
+        .candidates
+        .iter()
+        .map(|c| {
+            let tally = tallies
+                .get(c.provider.name.as_str())
+                .copied()
+                .unwrap_or_default();
+            pb::ExplainedCandidate {
+                provider: c.provider.name.clone(),
+                provider_type: c.provider.provider_type.to_pb() as i32,
+                model: c.model_to_send.to_string(),
+                model_rewritten: c.rewritten,
+                priority: c.priority,
+                weight: c.weight,
+                input_usd_per_million_tokens: c.prices.input,
+                output_usd_per_million_tokens: c.prices.output,
+                usable_keys: tally.usable,
+                total_keys: tally.total,
+                native: c.native,
+                note: candidate_note(c, tally, protocol, plan.strategy),
+            }
+        })
+        .collect();
+    let mut reason = plan.reason.to_string();
+    if !plan.unknown_providers.is_empty() {
+        reason.push_str(&format!(
+            "; providers not found, left out: {}",
+            plan.unknown_providers.join(", ")
+        ));
+    }
+    Ok(pb::ExplainRouteResponse {
+        matched_pattern: plan.matched.unwrap_or_default().to_string(),
+        strategy: plan.strategy.to_pb() as i32,
+        sticky_secs: plan
+            .sticky
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(MAX_STICKY_SECS)),
+        reason,
+        candidates,
+        revision,
+    })
+}
+
+/// What an operator should know about one candidate, or "" when nothing stands out.
+fn candidate_note(
+    candidate: &routing::PlannedCandidate<'_>,
+    keys: KeyTally,
+    protocol: ClientProtocol,
+    strategy: RouteStrategy,
+) -> String {
+    let provider_type = candidate.provider.provider_type;
+    let mut notes: Vec<String> = Vec::new();
+    if provider_type == ProviderType::Mock {
+        notes.push("answers locally, needs no key".into());
+    } else if keys.total == 0 {
+        notes.push("no keys: it will be skipped".into());
+    } else if keys.usable == 0 {
+        notes.push("no usable key: it will be skipped".into());
+    }
+    if !candidate.native {
+        notes.push(format!(
+            "speaks {provider_type}: the {protocol} request is translated"
+        ));
+    }
+    if strategy == RouteStrategy::LowestCost && !candidate.prices.is_known() {
+        notes.push("no price: ranked after priced candidates".into());
+    }
+    notes.join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -822,6 +981,52 @@ mod tests {
             panic!("line 1 is a candidate")
         };
         assert_eq!(secret, "sk-aaaaaaaaaaaa", "whitespace trimmed");
+    }
+
+    fn planned(provider: &model::Provider) -> routing::PlannedCandidate<'_> {
+        routing::PlannedCandidate {
+            provider,
+            model_to_send: "m",
+            rewritten: false,
+            native: ClientProtocol::OpenAi.is_native(provider.provider_type),
+            priority: 0,
+            weight: 1,
+            prices: model::Prices::default(),
+        }
+    }
+
+    #[test]
+    fn notes_say_why_a_candidate_may_be_passed_over() {
+        let provider = |provider_type| model::Provider {
+            name: "p".into(),
+            provider_type,
+            base_url: String::new(),
+            priority: 0,
+            weight: 1,
+        };
+        let openai = provider(ProviderType::OpenAi);
+        let mock = provider(ProviderType::Mock);
+        let gemini = provider(ProviderType::Gemini);
+        let keys = |usable, total| KeyTally { usable, total };
+        let note =
+            |p: &model::Provider, k, s| candidate_note(&planned(p), k, ClientProtocol::OpenAi, s);
+        assert_eq!(note(&openai, keys(1, 2), RouteStrategy::Priority), "");
+        assert_eq!(
+            note(&openai, keys(0, 2), RouteStrategy::Priority),
+            "no usable key: it will be skipped"
+        );
+        assert_eq!(
+            note(&openai, keys(0, 0), RouteStrategy::Priority),
+            "no keys: it will be skipped"
+        );
+        assert_eq!(
+            note(&mock, keys(0, 0), RouteStrategy::Priority),
+            "answers locally, needs no key"
+        );
+        assert_eq!(
+            note(&gemini, keys(1, 1), RouteStrategy::LowestCost),
+            "speaks gemini: the openai request is translated; no price: ranked after priced candidates"
+        );
     }
 
     #[test]

@@ -265,8 +265,7 @@ async fn the_server_validates_what_the_cli_also_checks() {
         .put_route(pb::PutRouteRequest {
             route: Some(pb::Route {
                 model_pattern: "gpt-*".into(),
-                targets: vec![],
-                updated_unix_ms: 0,
+                ..Default::default()
             }),
         })
         .await

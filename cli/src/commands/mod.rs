@@ -77,6 +77,7 @@ impl Cli {
     pub fn check(&self) -> Result<(), String> {
         match &self.command {
             Command::Settings(cmd) => settings::check(cmd),
+            Command::Routes(cmd) => routes::check(cmd),
             _ => Ok(()),
         }
     }

@@ -339,6 +339,15 @@ impl Store {
         Ok(counts)
     }
 
+    /// Calls `visit` with every key, in id order, without holding them all in memory.
+    pub fn visit_keys(&self, mut visit: impl FnMut(&pb::ProviderKey)) -> Result<(), Error> {
+        for value in self.tree(TreeId::Keys).iter().values() {
+            let key: pb::ProviderKey = decode(TreeId::Keys, &value?)?;
+            visit(&key);
+        }
+        Ok(())
+    }
+
     /// Number of records in a tree.
     pub fn count(&self, tree: TreeId) -> u64 {
         self.tree(tree).len() as u64

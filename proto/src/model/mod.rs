@@ -5,14 +5,16 @@
 
 mod names;
 mod resources;
+pub mod routing;
 mod secret;
 pub mod settings;
 
 pub use names::{
     validate_base_url, validate_key_secret, validate_model_pattern, validate_provider_name,
-    validate_token_name,
+    validate_route_pattern, validate_token_name,
 };
 pub use resources::{ClientToken, Key, KeyState, Provider, ProviderType, Route, RouteTarget};
+pub use routing::{ClientProtocol, Plan, PlanReason, PlannedCandidate, Prices, RouteStrategy};
 pub use secret::{Secret, TokenHash, key_id, mask_secret, token_hash};
 pub use settings::{SettingSpec, Settings};
 

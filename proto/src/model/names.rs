@@ -115,6 +115,30 @@ pub fn validate_model_pattern(pattern: &str) -> Result<(), InvalidResource> {
     ))
 }
 
+/// A route's model pattern as it may be written: [`validate_model_pattern`], and a glob
+/// in the one syntax routes understand, where only `*` is special.
+///
+/// Checked when a route is written (by the control plane and `fulcrumctl`), not when a
+/// stored route is read: a pattern stored before these rules stays usable, as a literal.
+pub fn validate_route_pattern(pattern: &str) -> Result<(), InvalidResource> {
+    validate_model_pattern(pattern)?;
+    let bad = |why: &str| {
+        InvalidResource::new("route", pattern, format!("invalid glob {pattern:?}: {why}"))
+    };
+    if let Some(c) = pattern
+        .chars()
+        .find(|c| matches!(c, '?' | '[' | ']' | '{' | '}'))
+    {
+        return Err(bad(&format!(
+            "{c:?} is not supported; only '*' is a wildcard (any run of characters)"
+        )));
+    }
+    if pattern.contains("**") {
+        return Err(bad("'**' means the same as '*'; write one '*'"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +163,30 @@ mod tests {
         assert!(validate_base_url("not a url").is_err());
         assert!(validate_base_url("/relative").is_err());
         assert!(validate_base_url("https://x.com/?a=b").is_err());
+    }
+
+    #[test]
+    fn route_patterns() {
+        for ok in [
+            "*",
+            "gpt-4o",
+            "gemini-2.5-*",
+            "claude-*-latest",
+            "models/x@001",
+        ] {
+            assert!(validate_route_pattern(ok).is_ok(), "{ok}");
+        }
+        for (bad, needle) in [
+            ("gpt-?", "only '*' is a wildcard"),
+            ("gpt-[45]*", "only '*' is a wildcard"),
+            ("{a,b}", "only '*' is a wildcard"),
+            ("gpt-**", "write one '*'"),
+            ("", "1-256 visible"),
+            ("has space", "1-256 visible"),
+        ] {
+            let err = validate_route_pattern(bad).unwrap_err();
+            assert!(err.message.contains(needle), "{bad}: {}", err.message);
+        }
     }
 
     #[test]

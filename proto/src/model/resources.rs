@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
+use super::routing::{MAX_STICKY_SECS, Prices, RouteStrategy};
 use super::{
     InvalidResource, Secret, validate_base_url, validate_key_secret, validate_model_pattern,
 };
@@ -137,6 +139,16 @@ impl KeyState {
             KeyState::Failing => pb::KeyState::Failing,
             KeyState::Invalid => pb::KeyState::Invalid,
             KeyState::Disabled => pb::KeyState::Disabled,
+        }
+    }
+
+    /// Whether a key in this state is in rotation at `now_unix_ms`: `active`, or `cooling`
+    /// or `exhausted` with its end (`until_unix_ms`) reached. The same rule on both planes.
+    pub fn is_usable(self, until_unix_ms: i64, now_unix_ms: i64) -> bool {
+        match self {
+            KeyState::Active => true,
+            KeyState::Cooling | KeyState::Exhausted => until_unix_ms <= now_unix_ms,
+            KeyState::Failing | KeyState::Invalid | KeyState::Disabled => false,
         }
     }
 
@@ -288,20 +300,25 @@ impl TryFrom<pb::ProviderKey> for Key {
 }
 
 /// One validated candidate of a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteTarget {
     pub provider: String,
     /// `None` keeps the client's model.
     pub model: Option<String>,
     pub priority: u32,
     pub weight: u32,
+    /// Zero when unknown.
+    pub prices: Prices,
 }
 
 /// A validated route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Route {
     pub model_pattern: String,
     pub targets: Vec<RouteTarget>,
+    pub strategy: RouteStrategy,
+    /// How long a client token keeps its candidate; `None` when off.
+    pub sticky: Option<Duration>,
 }
 
 impl TryFrom<&pb::Route> for Route {
@@ -309,6 +326,21 @@ impl TryFrom<&pb::Route> for Route {
 
     fn try_from(r: &pb::Route) -> Result<Self, Self::Error> {
         validate_model_pattern(&r.model_pattern)?;
+        let invalid = |why: String| {
+            InvalidResource::new(
+                "route",
+                &r.model_pattern,
+                format!("route {:?}: {why}", r.model_pattern),
+            )
+        };
+        let strategy = RouteStrategy::from_pb(r.strategy)
+            .ok_or_else(|| invalid(format!("unknown strategy number {}", r.strategy)))?;
+        if r.sticky_secs > MAX_STICKY_SECS {
+            return Err(invalid(format!(
+                "sticky time {}s is longer than one day ({MAX_STICKY_SECS}s)",
+                r.sticky_secs
+            )));
+        }
         if r.targets.is_empty() {
             return Err(InvalidResource::new(
                 "route",
@@ -344,16 +376,24 @@ impl TryFrom<&pb::Route> for Route {
                     ));
                 }
             }
+            let prices = Prices::new(
+                t.input_usd_per_million_tokens,
+                t.output_usd_per_million_tokens,
+            )
+            .map_err(|why| invalid(format!("target {}: {why}", t.provider)))?;
             targets.push(RouteTarget {
                 provider: t.provider.clone(),
                 model: (!t.model.is_empty()).then(|| t.model.clone()),
                 priority: t.priority,
                 weight: t.weight.max(1),
+                prices,
             });
         }
         Ok(Self {
             model_pattern: r.model_pattern.clone(),
             targets,
+            strategy,
+            sticky: (r.sticky_secs > 0).then(|| Duration::from_secs(u64::from(r.sticky_secs))),
         })
     }
 }
@@ -432,18 +472,56 @@ mod tests {
     fn route_validation() {
         let mut r = pb::Route {
             model_pattern: "gpt-*".into(),
-            targets: vec![],
-            updated_unix_ms: 0,
+            ..Default::default()
         };
         assert!(Route::try_from(&r).is_err());
         r.targets.push(pb::RouteTarget {
             provider: "main".into(),
-            model: String::new(),
-            priority: 0,
-            weight: 0,
+            ..Default::default()
         });
         let route = Route::try_from(&r).unwrap();
         assert_eq!(route.targets[0].model, None);
         assert_eq!(route.targets[0].weight, 1);
+        assert_eq!(
+            route.strategy,
+            RouteStrategy::Priority,
+            "unspecified is priority"
+        );
+        assert_eq!(route.sticky, None);
+
+        r.strategy = pb::RouteStrategy::LowestCost as i32;
+        r.sticky_secs = 600;
+        r.targets[0].input_usd_per_million_tokens = 2.5;
+        r.targets[0].output_usd_per_million_tokens = 10.0;
+        let route = Route::try_from(&r).unwrap();
+        assert_eq!(route.strategy, RouteStrategy::LowestCost);
+        assert_eq!(route.sticky, Some(Duration::from_secs(600)));
+        assert_eq!(route.targets[0].prices, Prices::new(2.5, 10.0).unwrap());
+
+        let refused = |change: &dyn Fn(&mut pb::Route), needle: &str| {
+            let mut bad = r.clone();
+            change(&mut bad);
+            let err = Route::try_from(&bad).unwrap_err();
+            assert!(err.message.contains(needle), "{}", err.message);
+        };
+        refused(&|b| b.strategy = 42, "unknown strategy");
+        refused(&|b| b.sticky_secs = 86_401, "longer than one day");
+        refused(
+            &|b| b.targets[0].input_usd_per_million_tokens = -1.0,
+            "input price",
+        );
+        refused(
+            &|b| b.targets[0].output_usd_per_million_tokens = f64::NAN,
+            "output price",
+        );
+    }
+
+    #[test]
+    fn usable_keys() {
+        assert!(KeyState::Active.is_usable(0, 10));
+        assert!(KeyState::Cooling.is_usable(10, 10));
+        assert!(!KeyState::Cooling.is_usable(11, 10));
+        assert!(!KeyState::Disabled.is_usable(0, 10));
+        assert!(!KeyState::Failing.is_usable(0, 10));
     }
 }
