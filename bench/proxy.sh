@@ -9,7 +9,9 @@
 #   WARMUP=3s          unmeasured run before each row
 #   CONNECTIONS="32 128"
 #   WRK_THREADS=1      wrk threads (all on CPU 0)
-#   MODES="json stream"  json: plain POST; stream: the same with "stream":true
+#   MODES="json stream gemini-json gemini-stream"  json: plain POST; stream: the same with
+#                      "stream":true; gemini-*: the same OpenAI requests routed to a gemini
+#                      provider (translated both ways; fulcrum rows only)
 #   KEYS=1000          provider keys loaded into the control plane
 #   READY_RUNS=5       fulcrum-proxy starts timed for "ready after exec"
 #   LOAD_CPU=0 PROXY_CPU=1   CPUs for wrk + mock (+ control plane) and for the proxy under test
@@ -24,7 +26,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 CONNECTIONS=${CONNECTIONS:-"32 128"}
 WRK_THREADS=${WRK_THREADS:-1}
-MODES=${MODES:-"json stream"}
+MODES=${MODES:-"json stream gemini-json gemini-stream"}
 KEYS=${KEYS:-1000}
 READY_RUNS=${READY_RUNS:-5}
 LOAD_CPU=${LOAD_CPU:-0}
@@ -37,7 +39,7 @@ for arg in "$@"; do
         --install) INSTALL=1 ;;
         --no-build) BUILD=0 ;;
         -h | --help)
-            sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -217,6 +219,10 @@ for i in $(seq 1 "$KEYS"); do
     printf 'sk-bench-%06d-%016x\n' "$i" "$((RANDOM * 32768 * 32768 + RANDOM * 32768 + RANDOM))"
 done >"$TMP/keys.txt"
 ctl keys add --provider up --file "$TMP/keys.txt" >/dev/null
+# The translated rows: OpenAI requests for bench-gemini go to the mock's Gemini API.
+ctl providers add gem --type gemini --base-url "http://$MOCK_ADDR/v1beta" >/dev/null
+ctl keys add --provider gem --file "$TMP/keys.txt" >/dev/null
+ctl routes set bench-gemini --to gem:gemini-2.5-flash >/dev/null
 CLIENT_TOKEN=$(ctl -o json tokens create bench | sed -n 's/.*"token"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' | head -n1)
 [ -n "$CLIENT_TOKEN" ] || die "could not read the client token from 'fulcrumctl tokens create -o json'"
 log "provider 'up' with $KEYS keys and a client token loaded"
@@ -331,6 +337,8 @@ fi
 # ---------------------------------------------------------------- smoke checks
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
 SBODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"stream":true}'
+GBODY='{"model":"bench-gemini","messages":[{"role":"user","content":"hello"}]}'
+GSBODY='{"model":"bench-gemini","messages":[{"role":"user","content":"hello"}],"stream":true}'
 DIRECT_AUTH="sk-bench-direct-0000000000000000"
 
 smoke() { # name url auth body
@@ -346,6 +354,8 @@ smoke direct "http://$MOCK_ADDR" "$DIRECT_AUTH" "$BODY" || die "the mock upstrea
 FULCRUM_OK=1
 smoke fulcrum "http://127.0.0.1:$PROXY_PORT" "$CLIENT_TOKEN" "$BODY" || FULCRUM_OK=0
 smoke fulcrum-stream "http://127.0.0.1:$PROXY_PORT" "$CLIENT_TOKEN" "$SBODY" || FULCRUM_OK=0
+smoke fulcrum-gemini "http://127.0.0.1:$PROXY_PORT" "$CLIENT_TOKEN" "$GBODY" || FULCRUM_OK=0
+smoke fulcrum-gemini-stream "http://127.0.0.1:$PROXY_PORT" "$CLIENT_TOKEN" "$GSBODY" || FULCRUM_OK=0
 if [ -n "$NGINX_PORT" ]; then
     smoke nginx "http://127.0.0.1:$NGINX_PORT" "$DIRECT_AUTH" "$BODY" || log "nginx rows will show errors"
 fi
@@ -371,7 +381,7 @@ to_ms() {
 }
 
 ROWS=()           # Markdown table rows
-declare -A RPS P50 P99 PEAK
+declare -A RPS P50 P99 PEAK CPU_US
 run_row() { # target mode conns url auth body pids...
     local target=$1 mode=$2 conns=$3 url=$4 auth=$5 body=$6
     shift 6
@@ -410,6 +420,7 @@ run_row() { # target mode conns url auth body pids...
         PEAK[$target]=$(awk -v a="${PEAK[$target]:-0}" -v b="$hwm" 'BEGIN { print (b > a) ? b : a }')
     fi
     RPS[$target/$mode/$conns]=${rps:-0}
+    CPU_US[$target/$mode/$conns]=$cpu_us
     P50[$target/$mode/$conns]=$p50
     P99[$target/$mode/$conns]=$p99
     ROWS+=("| $target | $mode | $conns | ${rps:-0} | $p50 | $p99 | ${reqs:-0} | ${non2xx:-0} | ${errors:-none} | $cpu | $cpu_us | $rss | $hwm |")
@@ -419,12 +430,21 @@ run_row() { # target mode conns url auth body pids...
 }
 
 for mode in $MODES; do
-    case "$mode" in json | stream) ;; *) die "unknown mode $mode (json, stream)" ;; esac
-    body=$BODY
-    [ "$mode" = stream ] && body=$SBODY
+    case "$mode" in
+        json) body=$BODY ;;
+        stream) body=$SBODY ;;
+        gemini-json) body=$GBODY ;;
+        gemini-stream) body=$GSBODY ;;
+        *) die "unknown mode $mode (json, stream, gemini-json, gemini-stream)" ;;
+    esac
     for c in $CONNECTIONS; do
-        run_row direct "$mode" "$c" "http://$MOCK_ADDR" "$DIRECT_AUTH" "$body"
-        [ -z "$NGINX_PORT" ] || run_row nginx "$mode" "$c" "http://127.0.0.1:$NGINX_PORT" "$DIRECT_AUTH" "$body" "${NGINX_PIDS[@]}"
+        case "$mode" in
+            gemini-*) ;; # nothing to compare with: only Fulcrum translates
+            *)
+                run_row direct "$mode" "$c" "http://$MOCK_ADDR" "$DIRECT_AUTH" "$body"
+                [ -z "$NGINX_PORT" ] || run_row nginx "$mode" "$c" "http://127.0.0.1:$NGINX_PORT" "$DIRECT_AUTH" "$body" "${NGINX_PIDS[@]}"
+                ;;
+        esac
         run_row fulcrum "$mode" "$c" "http://127.0.0.1:$PROXY_PORT" "$CLIENT_TOKEN" "$body" "$PROXY_PID"
     done
 done
@@ -453,6 +473,13 @@ fi
 d99=$(awk -v a="${P99[fulcrum/$JM/$max_c]}" -v b="${P99[direct/$JM/$max_c]}" 'BEGIN { printf "%.2f", a - b }')
 TARGETS+=("| fulcrum p99 − direct p99 at $max_c connections ($JM) | ≤ 1 ms | $d99 ms (${P99[fulcrum/$JM/$max_c]} − ${P99[direct/$JM/$max_c]}) | $(verdict "$(awk -v d="$d99" 'BEGIN { print (d <= 1) }')") |")
 TARGETS+=("| fulcrum peak RSS under load (VmHWM), $KEYS keys | ≤ 30 MiB | ${PEAK[fulcrum]} MiB (idle after load of keys: $(kib_to_mib "$IDLE_RSS_KB") MiB) | $(verdict "$(awk -v p="${PEAK[fulcrum]}" 'BEGIN { print (p <= 30) }')") |")
+for pair in json:gemini-json stream:gemini-stream; do
+    plain=${pair%%:*} translated=${pair#*:}
+    printf '%s\n' $MODES | grep -qx "$plain" || continue
+    printf '%s\n' $MODES | grep -qx "$translated" || continue
+    ratio=$(awk -v a="${CPU_US[fulcrum/$translated/$max_c]}" -v b="${CPU_US[fulcrum/$plain/$max_c]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+    TARGETS+=("| CPU per request, OpenAI client to gemini provider ÷ pass-through ($translated vs $plain, $max_c connections) | ≤ 2.0 | $ratio (${CPU_US[fulcrum/$translated/$max_c]} vs ${CPU_US[fulcrum/$plain/$max_c]} µs) | $(verdict "$(awk -v r="$ratio" 'BEGIN { print (r > 0 && r <= 2) }')") |")
+done
 TARGETS+=("| fulcrum-proxy exec → first 200 on /readyz (median of $READY_RUNS) | ≤ 200 ms | $READY_MEDIAN ms (runs: ${READY_SORTED% }) | $(verdict "$(awk -v r="$READY_MEDIAN" 'BEGIN { print (r <= 200) }')") |")
 
 DATE=$(date +%Y%m%d-%H%M%S)

@@ -11,41 +11,59 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fulcrum_proto::model::{Key, Provider, ProviderType, Route};
+use fulcrum_proto::model::{Key, Provider, ProviderType, routing};
 use fulcrum_proto::pb;
+use fulcrum_protocol::{StreamTranslator, TranslateError};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use crate::balance::strategy::{InFlight, Slot, StrategyState};
 use crate::balance::{KeyVerdict, Pick, PoolEntry};
+use crate::exchange;
 use crate::mock;
-use crate::protocol::openai::{self, Endpoint};
+use crate::protocol::{Operation, Protocol};
 use crate::runtime::RuntimeConfig;
 use crate::shipper::KeyEvents;
 use crate::upstream::{self, Outcome};
 
 /// Most bytes of an upstream error body kept and passed on.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Most bytes of a whole (not streamed) answer read for translation.
+const MAX_TRANSLATED_BODY: usize = 64 * 1024 * 1024;
 
 /// A client request, as much of it as goes upstream.
 #[derive(Debug, Clone)]
 pub struct ClientRequest {
-    pub endpoint: Endpoint,
+    pub protocol: Protocol,
+    pub operation: Operation,
     /// Set by `/{provider}/v1/...`.
     pub pinned: Option<String>,
     /// The model the client asked for ("" when the operation has none).
     pub model: String,
     pub stream: bool,
+    /// OpenAI clients get a usage chunk at the end of a stream only when they ask.
+    pub include_usage: bool,
     pub body: Bytes,
     /// The client headers that travel upstream.
     pub headers: HeaderMap,
+    /// The client token's name: sticky routes remember choices per client.
+    pub client: String,
 }
 
 /// One provider to try, and the model to ask it for.
 #[derive(Debug, Clone)]
 pub struct Candidate<'a> {
     pub provider: &'a Provider,
-    /// `Some` when a route rewrites the model.
-    pub model: Option<&'a str>,
+    /// The model sent upstream: the route target's, or the client's.
+    pub model: &'a str,
+}
+
+/// The candidates of a request in the order to try them, and the route that chose them.
+#[derive(Debug)]
+pub struct Candidates<'a> {
+    pub list: Vec<Candidate<'a>>,
+    /// The matched route's pattern, with how long a choice sticks to a client there.
+    pub sticky: Option<(&'a str, Duration)>,
 }
 
 /// Why a request could not be served. Each variant knows whose fault it is, whether
@@ -59,6 +77,8 @@ pub enum ProxyError {
         content_type: Option<HeaderValue>,
         body: Bytes,
         outcome: Outcome,
+        /// The protocol the body is written in.
+        protocol: Protocol,
     },
     /// No answer: connect error, reset, or no first byte in time.
     #[error("upstream unreachable: {0}")]
@@ -76,6 +96,10 @@ pub enum ProxyError {
     /// The client's request cannot be sent as it is.
     #[error("{0}")]
     BadRequest(String),
+    /// A translation between protocols failed: the client's request (400) or the
+    /// upstream's answer (502).
+    #[error("{0}")]
+    Translate(TranslateError),
 }
 
 impl ProxyError {
@@ -87,7 +111,8 @@ impl ProxyError {
             ProxyError::AllCooling { .. }
             | ProxyError::NoCandidate(_)
             | ProxyError::NoUsableKey(_)
-            | ProxyError::BadRequest(_) => false,
+            | ProxyError::BadRequest(_)
+            | ProxyError::Translate(_) => false,
         }
     }
 }
@@ -100,127 +125,112 @@ pub struct Committed {
     /// The rest of the body; `None` when `first` is all of it.
     pub rest: Option<futures::stream::BoxStream<'static, Result<Bytes, hyper::Error>>>,
     pub event_stream: bool,
+    /// The protocol the upstream answered in.
+    pub upstream_protocol: Protocol,
+    /// Turns the upstream's events into the client's protocol; `None` passes them through.
+    pub translator: Option<Box<dyn StreamTranslator>>,
     pub provider: String,
     pub key_id: Option<String>,
     pub attempts: u32,
+    /// Counts the request in flight at its provider until the answer is delivered.
+    pub in_flight: Option<InFlight>,
 }
 
-/// The candidates for a request, in the order to try them.
+/// The candidates for a request, in the order to try them: the pinned provider, else
+/// the plan of the route that matches the model (or of the default without one), keeping
+/// only providers that can serve the operation, ordered by the route's strategy, with a
+/// client's sticky choice first.
 pub fn candidates<'a>(
     config: &'a RuntimeConfig,
-    pinned: Option<&str>,
-    model: &str,
-) -> Result<Vec<Candidate<'a>>, ProxyError> {
-    let speaks_openai =
-        |p: &Provider| matches!(p.provider_type, ProviderType::OpenAi | ProviderType::Mock);
-    if let Some(name) = pinned {
+    strategies: &StrategyState,
+    request: &'a ClientRequest,
+) -> Result<Candidates<'a>, ProxyError> {
+    let serves = |p: &Provider| {
+        exchange::can_serve(
+            request.operation,
+            request.protocol,
+            Protocol::of(p.provider_type),
+        )
+    };
+    if let Some(name) = request.pinned.as_deref() {
         let provider = config
             .providers
             .get(name)
             .ok_or_else(|| ProxyError::NoCandidate(format!("no provider named {name:?}")))?;
-        if !speaks_openai(provider) {
+        if !serves(provider) {
             return Err(ProxyError::NoCandidate(format!(
-                "provider {name:?} is of type {}, which this endpoint cannot reach yet",
-                provider.provider_type
+                "provider {name:?} is of type {}, which cannot serve {} requests from {} clients",
+                provider.provider_type,
+                request.operation.as_str(),
+                request.protocol.as_str()
             )));
         }
-        return Ok(vec![Candidate {
-            provider,
-            model: None,
-        }]);
+        return Ok(Candidates {
+            list: vec![Candidate {
+                provider,
+                model: &request.model,
+            }],
+            sticky: None,
+        });
     }
-    if let Some(route) = best_route(config.routes.values(), model) {
-        let mut targets: Vec<_> = route.targets.iter().enumerate().collect();
-        targets.sort_by_key(|(index, t)| (t.priority, *index));
-        let found: Vec<Candidate<'a>> = targets
-            .into_iter()
-            .filter_map(|(_, t)| {
-                let provider = config.providers.get(&t.provider)?;
-                speaks_openai(provider).then_some(Candidate {
-                    provider,
-                    model: t.model.as_deref(),
-                })
-            })
-            .collect();
-        if found.is_empty() {
-            return Err(ProxyError::NoCandidate(format!(
-                "the route for {model:?} names no provider this endpoint can reach"
-            )));
-        }
-        return Ok(found);
-    }
-    let mut providers: Vec<&Provider> = config
-        .providers
-        .values()
-        .filter(|p| speaks_openai(p))
+    let plan = routing::plan(
+        config.routes.values(),
+        &config.providers,
+        &request.model,
+        request.protocol.to_routing(),
+    );
+    let planned: Vec<&routing::PlannedCandidate<'a>> = plan
+        .candidates
+        .iter()
+        .filter(|c| serves(c.provider))
         .collect();
-    providers.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-    if providers.is_empty() {
-        return Err(ProxyError::NoCandidate(format!(
-            "no provider serves model {model:?}"
-        )));
+    if planned.is_empty() {
+        return Err(ProxyError::NoCandidate(match plan.matched {
+            Some(pattern) => format!(
+                "the route {pattern:?} for model {:?} names no provider that can serve {} requests from {} clients",
+                request.model,
+                request.operation.as_str(),
+                request.protocol.as_str()
+            ),
+            None => format!("no provider serves model {:?}", request.model),
+        }));
     }
-    Ok(providers
-        .into_iter()
-        .map(|provider| Candidate {
-            provider,
-            model: None,
+    let slots: Vec<Slot<'_>> = planned
+        .iter()
+        .map(|c| Slot {
+            provider: &c.provider.name,
+            priority: c.priority,
+            weight: c.weight,
+            price: c
+                .prices
+                .is_known()
+                .then_some(c.prices.input + c.prices.output),
         })
-        .collect())
-}
-
-/// The route for `model`: an exact pattern beats any glob; among globs the one with the
-/// most literal characters wins, then the lexically first, never insertion order.
-pub fn best_route<'a>(routes: impl Iterator<Item = &'a Route>, model: &str) -> Option<&'a Route> {
-    let mut best: Option<(&Route, (bool, usize))> = None;
-    for route in routes {
-        let pattern = route.model_pattern.as_str();
-        let rank = if pattern == model {
-            (true, pattern.len())
-        } else if pattern.contains('*') && glob_matches(pattern, model) {
-            (false, pattern.chars().filter(|c| *c != '*').count())
-        } else {
-            continue;
-        };
-        let better = match &best {
-            None => true,
-            Some((current, current_rank)) => {
-                rank > *current_rank
-                    || (rank == *current_rank && route.model_pattern < current.model_pattern)
-            }
-        };
-        if better {
-            best = Some((route, rank));
-        }
+        .collect();
+    let route = plan.matched.unwrap_or("");
+    let order = strategies.order(plan.strategy, route, &slots);
+    let mut list: Vec<Candidate<'a>> = order
+        .into_iter()
+        .map(|i| Candidate {
+            provider: planned[i].provider,
+            model: planned[i].model_to_send,
+        })
+        .collect();
+    let sticky = plan.matched.zip(plan.sticky);
+    if let Some((route, _)) = sticky
+        && let Some(chosen) = strategies.sticky(&request.client, route, now_ms())
+        && let Some(at) = list.iter().position(|c| c.provider.name == chosen)
+    {
+        let candidate = list.remove(at);
+        list.insert(0, candidate);
     }
-    best.map(|(route, _)| route)
-}
-
-/// `*` matches any run of characters, including none.
-pub fn glob_matches(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let (first, rest) = match parts.split_first() {
-        Some(split) => split,
-        None => return text.is_empty(),
-    };
-    let Some(mut remaining) = text.strip_prefix(first) else {
-        return false;
-    };
-    let Some((last, middle)) = rest.split_last() else {
-        return remaining.is_empty();
-    };
-    for part in middle {
-        match remaining.find(part) {
-            Some(at) => remaining = &remaining[at + part.len()..],
-            None => return false,
-        }
-    }
-    remaining.len() >= last.len() && remaining.ends_with(last)
+    Ok(Candidates { list, sticky })
 }
 
 /// What an attempt needs besides the request.
 pub struct Attempts<'a> {
     pub config: &'a Arc<RuntimeConfig>,
+    pub strategies: &'a StrategyState,
     pub client: &'a upstream::Client,
     pub events: &'a KeyEvents,
 }
@@ -228,7 +238,10 @@ pub struct Attempts<'a> {
 impl Attempts<'_> {
     /// Serves the request from the first candidate key that answers, or says why none did.
     pub async fn run(&self, request: &ClientRequest) -> Result<Committed, ProxyError> {
-        let candidates = candidates(self.config, request.pinned.as_deref(), &request.model)?;
+        let Candidates {
+            list: candidates,
+            sticky,
+        } = candidates(self.config, self.strategies, request)?;
         let settings = &self.config.settings;
         let max_attempts = settings.max_retries.saturating_add(1);
         let wait_until =
@@ -240,7 +253,15 @@ impl Attempts<'_> {
             let mut back_at: Option<i64> = None;
             for candidate in &candidates {
                 if candidate.provider.provider_type == ProviderType::Mock {
-                    return Ok(self.mock(candidate, request, attempts + 1));
+                    return self.mock(candidate, request, attempts + 1);
+                }
+                if request.operation == Operation::CountTokens
+                    && Protocol::of(candidate.provider.provider_type) == Protocol::OpenAi
+                {
+                    // OpenAI's API has no count endpoint: the answer is an estimate, made here.
+                    return exchange::count_locally(request).map(|body| {
+                        local_answer(request, &candidate.provider.name, body, attempts + 1)
+                    });
                 }
                 let Some(pool) = self.config.pools.get(&candidate.provider.name) else {
                     continue;
@@ -255,9 +276,29 @@ impl Attempts<'_> {
                         Pick::Key(entry) => {
                             attempts += 1;
                             tried.push(Arc::clone(&entry.key));
+                            let in_flight = self.strategies.start(&candidate.provider.name);
+                            let started = std::time::Instant::now();
                             match self.attempt(candidate, &entry, request).await {
                                 Ok(mut committed) => {
+                                    self.strategies.record_latency(
+                                        &candidate.provider.name,
+                                        started.elapsed(),
+                                    );
+                                    if let Some((route, keep)) = sticky {
+                                        let now = now_ms();
+                                        let until = now.saturating_add(
+                                            i64::try_from(keep.as_millis()).unwrap_or(i64::MAX),
+                                        );
+                                        self.strategies.stick(
+                                            &request.client,
+                                            route,
+                                            &candidate.provider.name,
+                                            until,
+                                            now,
+                                        );
+                                    }
                                     committed.attempts = attempts;
+                                    committed.in_flight = Some(in_flight);
                                     return Ok(committed);
                                 }
                                 Err(e) if e.is_retryable() => {
@@ -317,14 +358,26 @@ impl Attempts<'_> {
         }
     }
 
-    fn mock(&self, candidate: &Candidate<'_>, request: &ClientRequest, attempts: u32) -> Committed {
-        let model = candidate.model.unwrap_or(&request.model);
+    /// A `mock` provider's answer, made here in OpenAI's shape and then translated for the
+    /// client like any upstream's.
+    fn mock(
+        &self,
+        candidate: &Candidate<'_>,
+        request: &ClientRequest,
+        attempts: u32,
+    ) -> Result<Committed, ProxyError> {
+        let outbound = exchange::outbound(
+            request,
+            Protocol::OpenAi,
+            candidate.model,
+            &self.config.settings,
+        )?;
         let answer = mock::answer(
-            request.endpoint,
+            request.operation,
             &candidate.provider.name,
-            model,
-            request.stream,
-            &request.body,
+            &outbound.model,
+            outbound.stream,
+            &outbound.body,
             now_ms() / 1000,
         );
         let mut headers = HeaderMap::new();
@@ -333,7 +386,14 @@ impl Attempts<'_> {
             HeaderValue::from_static(answer.content_type),
         );
         let (first, rest, event_stream) = match answer.body {
-            mock::MockBody::Whole(body) => (body, None, false),
+            mock::MockBody::Whole(body) => {
+                let body = if request.protocol == Protocol::OpenAi {
+                    body
+                } else {
+                    exchange::inbound_whole(request, Protocol::OpenAi, &body)?
+                };
+                (body, None, false)
+            }
             mock::MockBody::Events(events) => {
                 let mut events = events.into_iter();
                 let first = events.next().unwrap_or_default();
@@ -341,16 +401,21 @@ impl Attempts<'_> {
                 (first, Some(futures::stream::iter(rest).boxed()), true)
             }
         };
-        Committed {
+        Ok(Committed {
             status: StatusCode::OK,
             headers,
             first,
             rest,
             event_stream,
+            upstream_protocol: Protocol::OpenAi,
+            translator: event_stream
+                .then(|| exchange::stream_translator(request, Protocol::OpenAi))
+                .flatten(),
             provider: candidate.provider.name.clone(),
             key_id: None,
             attempts,
-        }
+            in_flight: None,
+        })
     }
 
     /// One upstream call with one key.
@@ -363,39 +428,33 @@ impl Attempts<'_> {
         let settings = &self.config.settings;
         let provider = candidate.provider;
         let key = &entry.key;
-        let body = match candidate.model {
-            Some(model) if request.endpoint.has_body() => {
-                openai::with_model(&request.body, model).map_err(ProxyError::BadRequest)?
-            }
-            _ => request.body.clone(),
-        };
-        let url = format!("{}{}", provider.base_url, request.endpoint.upstream_path());
-        let method = if request.endpoint.has_body() {
-            Method::POST
+        let upstream_protocol = Protocol::of(provider.provider_type);
+        let outbound = exchange::outbound(request, upstream_protocol, candidate.model, settings)?;
+        let uri = upstream::uri(
+            provider,
+            request.operation,
+            &outbound.model,
+            outbound.stream,
+        )
+        .map_err(ProxyError::BadRequest)?;
+        let has_body = request.operation.has_body();
+        let mut upstream_request = http::Request::new(http_body_util::Full::new(if has_body {
+            outbound.body
         } else {
-            Method::GET
-        };
-        let mut upstream_request =
-            http::Request::new(http_body_util::Full::new(if request.endpoint.has_body() {
-                body
-            } else {
-                Bytes::new()
-            }));
-        *upstream_request.method_mut() = method;
-        *upstream_request.uri_mut() = url.parse().map_err(|_| {
-            ProxyError::BadRequest(format!(
-                "provider {:?} has an unusable base URL",
-                provider.name
-            ))
-        })?;
+            Bytes::new()
+        }));
+        *upstream_request.method_mut() = if has_body { Method::POST } else { Method::GET };
+        *upstream_request.uri_mut() = uri;
         let headers = upstream_request.headers_mut();
         headers.clone_from(&request.headers);
-        let mut authorization = HeaderValue::try_from(format!("Bearer {}", key.secret.expose()))
-            .map_err(|_| {
-                ProxyError::BadRequest("a provider key cannot be sent as a header".into())
-            })?;
-        authorization.set_sensitive(true);
-        headers.insert(header::AUTHORIZATION, authorization);
+        if has_body && upstream_protocol != request.protocol {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        upstream::set_credentials(provider.provider_type, key.secret.expose(), headers)
+            .map_err(ProxyError::BadRequest)?;
         headers.insert(
             header::USER_AGENT,
             HeaderValue::from_static(concat!("fulcrum/", env!("CARGO_PKG_VERSION"))),
@@ -464,6 +523,7 @@ impl Attempts<'_> {
                 content_type,
                 body: masked,
                 outcome,
+                protocol: upstream_protocol,
             });
         }
         let mut headers = HeaderMap::new();
@@ -507,16 +567,34 @@ impl Attempts<'_> {
         // A small answer often arrives whole in its first chunk: then it goes out as one
         // body with a length instead of a stream to poll to its end.
         let whole = !event_stream && length == Some(first.len() as u64);
-        Ok(Committed {
+        let mut committed = Committed {
             status,
             headers,
             first,
             rest: (!whole).then_some(body),
             event_stream,
+            upstream_protocol,
+            translator: None,
             provider: provider.name.clone(),
             key_id: Some(key.id.clone()),
             attempts: 0,
-        })
+            in_flight: None,
+        };
+        if upstream_protocol != request.protocol {
+            if event_stream {
+                committed.translator = exchange::stream_translator(request, upstream_protocol);
+            } else {
+                // A whole answer is translated whole: read it to its end first.
+                let body = read_whole(&mut committed, settings.idle_timeout).await?;
+                committed.first = exchange::inbound_whole(request, upstream_protocol, &body)?;
+                committed.rest = None;
+                committed.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+        }
+        Ok(committed)
     }
 
     /// Counts a failure of the key here and tells the control plane.
@@ -566,6 +644,67 @@ fn network_detail(what: &str, e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// The rest of a committed answer, appended to its first chunk.
+async fn read_whole(
+    committed: &mut Committed,
+    idle_timeout: Duration,
+) -> Result<Bytes, ProxyError> {
+    let Some(mut rest) = committed.rest.take() else {
+        return Ok(std::mem::take(&mut committed.first));
+    };
+    let mut out = std::mem::take(&mut committed.first).to_vec();
+    loop {
+        match tokio::time::timeout(idle_timeout, rest.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                if out.len() + chunk.len() > MAX_TRANSLATED_BODY {
+                    return Err(ProxyError::Network(format!(
+                        "the upstream answer is larger than {MAX_TRANSLATED_BODY} bytes"
+                    )));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Bytes::from(out)),
+            Ok(Some(Err(e))) => {
+                return Err(ProxyError::Network(network_detail(
+                    "connection broken while reading the answer",
+                    &e,
+                )));
+            }
+            Err(_) => {
+                return Err(ProxyError::Network(format!(
+                    "the upstream sent nothing for {idle_timeout:?}"
+                )));
+            }
+        }
+    }
+}
+
+/// An answer made here rather than by an upstream.
+fn local_answer(request: &ClientRequest, provider: &str, body: Bytes, attempts: u32) -> Committed {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::HeaderName::from_static("x-fulcrum-token-count"),
+        HeaderValue::from_static("estimated"),
+    );
+    Committed {
+        status: StatusCode::OK,
+        headers,
+        first: body,
+        rest: None,
+        event_stream: false,
+        upstream_protocol: request.protocol,
+        translator: None,
+        provider: provider.to_string(),
+        key_id: None,
+        attempts,
+        in_flight: None,
+    }
+}
+
 /// Reads at most `MAX_ERROR_BODY` bytes of an error answer before `deadline`.
 async fn read_bounded(
     response: http::Response<hyper::body::Incoming>,
@@ -588,50 +727,4 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use fulcrum_proto::model::RouteTarget;
-
-    fn route(pattern: &str) -> Route {
-        Route {
-            model_pattern: pattern.into(),
-            targets: vec![RouteTarget {
-                provider: "p".into(),
-                model: None,
-                priority: 0,
-                weight: 1,
-            }],
-        }
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_matches("*", "anything"));
-        assert!(glob_matches("gemini-2.5-*", "gemini-2.5-pro"));
-        assert!(!glob_matches("gemini-2.5-*", "gemini-2.0-pro"));
-        assert!(glob_matches("claude-*-latest", "claude-3-5-sonnet-latest"));
-        assert!(!glob_matches("claude-*-latest", "claude-3"));
-        assert!(glob_matches("a*b*c", "abc"));
-        assert!(!glob_matches("a*b*c", "acb"));
-        assert!(glob_matches("exact", "exact"));
-        assert!(!glob_matches("exact", "exactly"));
-    }
-
-    #[test]
-    fn exact_beats_glob_and_specific_beats_general() {
-        let routes = [route("*"), route("gpt-*"), route("gpt-4o"), route("gpt-4*")];
-        let pick = |m: &str| best_route(routes.iter(), m).map(|r| r.model_pattern.as_str());
-        assert_eq!(pick("gpt-4o"), Some("gpt-4o"));
-        assert_eq!(pick("gpt-4o-mini"), Some("gpt-4*"));
-        assert_eq!(pick("gpt-3.5"), Some("gpt-*"));
-        assert_eq!(pick("claude"), Some("*"));
-        let reversed: Vec<Route> = routes.iter().rev().cloned().collect();
-        assert_eq!(
-            best_route(reversed.iter(), "gpt-4o-mini").map(|r| r.model_pattern.as_str()),
-            Some("gpt-4*")
-        );
-    }
 }

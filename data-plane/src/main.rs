@@ -78,7 +78,6 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-
     let join_token = match std::env::var(JOIN_TOKEN_ENV) {
         Ok(token) if !token.trim().is_empty() => Secret::new(token.trim().to_string()),
         _ => bail!("{JOIN_TOKEN_ENV} is not set: set it to the control plane's join token"),

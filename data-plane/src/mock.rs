@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::protocol::openai::Endpoint;
+use crate::protocol::Operation;
 
 /// Models a mock provider lists.
 pub const MODELS: &[&str] = &["mock-chat", "mock-embedding", "mock-image", "mock-tts"];
@@ -26,7 +26,7 @@ pub enum MockBody {
 
 /// Makes the answer a mock provider gives to `endpoint` with this request body.
 pub fn answer(
-    endpoint: Endpoint,
+    operation: Operation,
     provider: &str,
     model: &str,
     stream: bool,
@@ -47,8 +47,8 @@ pub fn answer(
     let include_usage = parsed["stream_options"]["include_usage"]
         .as_bool()
         .unwrap_or(false);
-    match endpoint {
-        Endpoint::ChatCompletions if stream => {
+    match operation {
+        Operation::Chat if stream => {
             let chunk = |delta: Value, finish: Value| {
                 json!({
                     "id": id, "object": "chat.completion.chunk", "created": now_secs, "model": model,
@@ -72,7 +72,7 @@ pub fn answer(
             }
             sse(events)
         }
-        Endpoint::ChatCompletions => whole(json!({
+        Operation::Chat => whole(json!({
             "id": id, "object": "chat.completion", "created": now_secs, "model": model,
             "choices": [{
                 "index": 0,
@@ -82,7 +82,7 @@ pub fn answer(
             }],
             "usage": usage,
         })),
-        Endpoint::Completions if stream => {
+        Operation::Completions if stream => {
             let mut events: Vec<Value> = text
                 .split_inclusive(' ')
                 .map(|piece| {
@@ -98,12 +98,12 @@ pub fn answer(
             }));
             sse(events)
         }
-        Endpoint::Completions => whole(json!({
+        Operation::Completions => whole(json!({
             "id": id, "object": "text_completion", "created": now_secs, "model": model,
             "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": "stop"}],
             "usage": usage,
         })),
-        Endpoint::Embeddings => {
+        Operation::Embed => {
             let inputs = match &parsed["input"] {
                 Value::Array(items) => items.len().max(1),
                 _ => 1,
@@ -120,12 +120,12 @@ pub fn answer(
                 "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
             }))
         }
-        Endpoint::ImageGenerations => {
+        Operation::Images => {
             let n = parsed["n"].as_u64().unwrap_or(1).clamp(1, 10);
             let data: Vec<Value> = (0..n).map(|_| json!({"b64_json": PIXEL_PNG_B64})).collect();
             whole(json!({"created": now_secs, "data": data}))
         }
-        Endpoint::AudioSpeech => {
+        Operation::Speech => {
             // An MPEG audio frame header followed by silence: recognisably audio, no content.
             let mut bytes = vec![0xFF, 0xFB, 0x90, 0x64];
             bytes.resize(4096, 0);
@@ -134,13 +134,21 @@ pub fn answer(
                 body: MockBody::Whole(Bytes::from(bytes)),
             }
         }
-        Endpoint::Models => {
+        Operation::ListModels => {
             let data: Vec<Value> = MODELS
                 .iter()
                 .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": provider}))
                 .collect();
             whole(json!({"object": "list", "data": data}))
         }
+        Operation::GetModel => {
+            whole(json!({"id": model, "object": "model", "created": 0, "owned_by": provider}))
+        }
+        // Callers count tokens themselves for OpenAI-speaking providers; these have no
+        // counterpart in OpenAI's API.
+        Operation::CountTokens | Operation::BatchEmbed => whole(json!({
+            "error": {"message": format!("{} is not an OpenAI operation", operation.as_str()), "type": "invalid_request_error", "param": null, "code": null}
+        })),
     }
 }
 
@@ -177,7 +185,7 @@ mod tests {
     #[test]
     fn chat_answers_in_openai_shape() {
         let a = answer(
-            Endpoint::ChatCompletions,
+            Operation::Chat,
             "demo",
             "gpt-x",
             false,
@@ -199,7 +207,7 @@ mod tests {
     #[test]
     fn streams_end_with_done_and_usage_on_request() {
         let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
-        let a = answer(Endpoint::ChatCompletions, "demo", "m", true, body, 1);
+        let a = answer(Operation::Chat, "demo", "m", true, body, 1);
         let MockBody::Events(events) = a.body else {
             panic!("expected events")
         };
@@ -212,7 +220,7 @@ mod tests {
     #[test]
     fn embeddings_one_per_input() {
         let a = answer(
-            Endpoint::Embeddings,
+            Operation::Embed,
             "demo",
             "e",
             false,

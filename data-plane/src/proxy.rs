@@ -13,10 +13,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use serde_json::Value;
 
-use crate::failover::{Attempts, ClientRequest, Committed, ProxyError, candidates};
-use crate::protocol::openai::{self, Endpoint};
+use crate::balance::strategy::{InFlight, StrategyState};
+use crate::exchange::StreamReframer;
+use crate::failover::{Attempts, ClientRequest, Committed, ProxyError};
+use crate::models;
+use crate::protocol::{self, ErrorKind, Operation, Protocol, openai};
 use crate::runtime::{RuntimeConfig, RuntimeConfigHandle};
 use crate::shipper::KeyEvents;
 use crate::upstream;
@@ -26,6 +28,7 @@ use crate::upstream;
 pub struct Proxy {
     pub runtime: RuntimeConfigHandle,
     pub events: KeyEvents,
+    strategies: Arc<StrategyState>,
     client: Arc<ArcSwap<ClientEntry>>,
 }
 
@@ -43,6 +46,7 @@ impl Proxy {
         Ok(Self {
             runtime,
             events,
+            strategies: Arc::default(),
             client: Arc::new(ArcSwap::from_pointee(ClientEntry {
                 connect_timeout,
                 client,
@@ -74,53 +78,54 @@ impl Proxy {
 
 /// Every path that is not a probe comes here.
 pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let target = match protocol::parse_path(parts.uri.path(), &parts.headers, parts.uri.query()) {
+        Ok(target) => target,
+        Err(protocol) => {
+            return protocol::error_response(
+                protocol,
+                StatusCode::NOT_FOUND,
+                ErrorKind::NotFound,
+                &format!("unknown path {}", parts.uri.path()),
+                Some("unknown_url"),
+            );
+        }
+    };
+    let client_protocol = target.protocol;
+    let fail = |status: StatusCode, kind: ErrorKind, message: &str, code: Option<&str>| {
+        protocol::error_response(client_protocol, status, kind, message, code)
+    };
     let Some(config) = proxy.runtime.load() else {
-        return error(
+        return fail(
             StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unavailable,
             "the data plane has no config yet",
-            "service_unavailable",
             Some("not_ready"),
         );
     };
-    let (parts, body) = request.into_parts();
-    let Some(target) = openai::parse_path(parts.uri.path()) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("unknown path {}", parts.uri.path()),
-            "invalid_request_error",
-            Some("unknown_url"),
-        );
-    };
-    let Some(endpoint) = target.endpoint else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("unknown path {}", parts.uri.path()),
-            "invalid_request_error",
-            Some("unknown_url"),
-        );
-    };
     let Some(client_token) = authenticate(&config, &parts.headers, parts.uri.query()) else {
-        return error(
+        return fail(
             StatusCode::UNAUTHORIZED,
+            ErrorKind::Authentication,
             "missing or unknown client token: send Authorization: Bearer <token> (or x-api-key, x-goog-api-key, ?key=)",
-            "invalid_request_error",
             Some("invalid_api_key"),
         );
     };
-    let expected = if endpoint.has_body() {
+    let operation = target.operation;
+    let expected = if operation.has_body() {
         Method::POST
     } else {
         Method::GET
     };
     if parts.method != expected {
-        return error(
+        return fail(
             StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::InvalidRequest,
             &format!(
                 "{} {} is not supported; use {expected}",
                 parts.method,
                 parts.uri.path()
             ),
-            "invalid_request_error",
             Some("method_not_allowed"),
         );
     }
@@ -128,22 +133,22 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
         Err(_) => {
-            return error(
+            return fail(
                 StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::TooLarge,
                 &format!("request body larger than {limit} bytes"),
-                "invalid_request_error",
                 Some("request_too_large"),
             );
         }
     };
-    let sniffed = if endpoint.has_body() {
+    let sniffed = if operation.has_body() {
         match openai::sniff(&body) {
             Ok(sniffed) => sniffed,
             Err(message) => {
-                return error(
+                return fail(
                     StatusCode::BAD_REQUEST,
+                    ErrorKind::InvalidRequest,
                     &message,
-                    "invalid_request_error",
                     Some("invalid_json"),
                 );
             }
@@ -151,18 +156,18 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
     } else {
         openai::Sniffed::default()
     };
-    let needs_model = matches!(
-        endpoint,
-        Endpoint::ChatCompletions
-            | Endpoint::Completions
-            | Endpoint::Embeddings
-            | Endpoint::AudioSpeech
-    );
-    if needs_model && sniffed.model.as_deref().is_none_or(str::is_empty) {
-        return error(
+    // Gemini names the model and the wish for a stream in the path, the others in the body.
+    let model = target
+        .path_model
+        .map(str::to_string)
+        .or_else(|| sniffed.model.clone())
+        .unwrap_or_default();
+    let stream = target.path_stream || (client_protocol != Protocol::Gemini && sniffed.streaming());
+    if operation.needs_model() && operation != Operation::GetModel && model.is_empty() {
+        return fail(
             StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidRequest,
             "you must provide a model parameter",
-            "invalid_request_error",
             Some("missing_model"),
         );
     }
@@ -172,27 +177,38 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
         &parts.headers,
         &mut headers,
     );
+    if client_protocol == Protocol::Anthropic {
+        upstream::copy_headers(
+            &upstream::FORWARDED_ANTHROPIC_HEADERS,
+            &parts.headers,
+            &mut headers,
+        );
+    }
     let request = ClientRequest {
-        endpoint,
+        protocol: client_protocol,
+        operation,
         pinned: target.pinned.map(str::to_string),
-        model: sniffed.model.clone().unwrap_or_default(),
-        stream: sniffed.streaming(),
+        model,
+        stream,
+        include_usage: sniffed.include_usage(),
         body,
         headers,
+        client: client_token.to_string(),
     };
     let client = proxy.client_for(&config);
     let attempts = Attempts {
         config: &config,
+        strategies: &proxy.strategies,
         client: &client,
         events: &proxy.events,
     };
-    tracing::debug!(client = %client_token, endpoint = endpoint.as_str(), model = %request.model, "request");
-    if endpoint == Endpoint::Models && request.pinned.is_none() {
-        return list_models(&attempts, &request).await;
+    tracing::debug!(client = %client_token, protocol = client_protocol.as_str(), operation = operation.as_str(), model = %request.model, "request");
+    if operation == Operation::ListModels && request.pinned.is_none() {
+        return models::list(&attempts, &request).await;
     }
     match attempts.run(&request).await {
-        Ok(committed) => respond(committed, config.settings.idle_timeout),
-        Err(e) => error_response(e),
+        Ok(committed) => respond(committed, client_protocol, config.settings.idle_timeout),
+        Err(e) => error_response(e, client_protocol),
     }
 }
 
@@ -228,51 +244,8 @@ fn authenticate<'c>(
 static X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
 static X_GOOG_API_KEY: header::HeaderName = header::HeaderName::from_static("x-goog-api-key");
 
-/// `GET /v1/models` without a pinned provider: the union of what every provider lists.
-async fn list_models(attempts: &Attempts<'_>, request: &ClientRequest) -> Response {
-    let providers: Vec<String> = match candidates(attempts.config, None, "") {
-        Ok(found) => found.iter().map(|c| c.provider.name.clone()).collect(),
-        Err(e) => return error_response(e),
-    };
-    let mut data: Vec<Value> = Vec::new();
-    let mut last_error = None;
-    for provider in providers {
-        let pinned = ClientRequest {
-            pinned: Some(provider.clone()),
-            ..request.clone()
-        };
-        let body = match attempts.run(&pinned).await {
-            Ok(committed) => collect(committed).await,
-            Err(e) => {
-                tracing::debug!(provider = %provider, error = %e, "cannot list models");
-                last_error = Some(e);
-                continue;
-            }
-        };
-        let Ok(listed) = serde_json::from_slice::<Value>(&body) else {
-            continue;
-        };
-        for model in listed["data"].as_array().into_iter().flatten() {
-            if !data.iter().any(|m| m["id"] == model["id"]) {
-                data.push(model.clone());
-            }
-        }
-    }
-    if data.is_empty()
-        && let Some(e) = last_error
-    {
-        return error_response(e);
-    }
-    data.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    let body = serde_json::json!({"object": "list", "data": data});
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-async fn collect(committed: Committed) -> Bytes {
+/// The whole body of a committed answer.
+pub async fn collect(committed: Committed) -> Bytes {
     let mut out = committed.first.to_vec();
     if let Some(mut rest) = committed.rest {
         while let Some(Ok(chunk)) = rest.next().await {
@@ -283,52 +256,133 @@ async fn collect(committed: Committed) -> Bytes {
 }
 
 /// Streams a committed answer to the client. After this point a failure cannot move to
-/// another key: an event stream ends with an error event in OpenAI's shape, any other
-/// body is cut, so the client always sees that the answer is incomplete.
-fn respond(committed: Committed, idle_timeout: Duration) -> Response {
+/// another key: an event stream ends with an error event in the client protocol's shape,
+/// any other body is cut, so the client always sees that the answer is incomplete.
+fn respond(committed: Committed, client_protocol: Protocol, idle_timeout: Duration) -> Response {
     let mut response = Response::builder().status(committed.status);
     if let Some(headers) = response.headers_mut() {
         *headers = committed.headers;
     }
+    let bad_gateway = || {
+        protocol::error_response(
+            client_protocol,
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Upstream,
+            "invalid upstream answer",
+            None,
+        )
+    };
     let Some(rest) = committed.rest else {
+        if let Some(translator) = committed.translator {
+            // A stream that arrived in one chunk still goes through its translator.
+            let mut reframer = StreamReframer::new(translator);
+            let mut marker = EndMarker::new(committed.upstream_protocol);
+            marker.scan(&committed.first);
+            let body = reframer.push(&committed.first).and_then(|mut out| {
+                if !marker.seen {
+                    return Err("the upstream ended the stream before it was complete".into());
+                }
+                let tail = reframer.finish()?;
+                let mut joined = out.to_vec();
+                joined.extend_from_slice(&tail);
+                out = Bytes::from(joined);
+                Ok(out)
+            });
+            let body = body.unwrap_or_else(|failure| {
+                tracing::warn!(reason = %failure, "translated stream failed");
+                protocol::stream_error_event(client_protocol, &failure)
+            });
+            return response
+                .body(Body::from(body))
+                .unwrap_or_else(|_| bad_gateway());
+        }
         return response
             .body(Body::from(committed.first))
-            .unwrap_or_else(|_| {
-                error(
-                    StatusCode::BAD_GATEWAY,
-                    "invalid upstream answer",
-                    "upstream_error",
-                    None,
-                )
-            });
+            .unwrap_or_else(|_| bad_gateway());
+    };
+    let mut marker = EndMarker::new(committed.upstream_protocol);
+    marker.scan(&committed.first);
+    let mut reframer = committed.translator.map(StreamReframer::new);
+    let first = match reframer.as_mut() {
+        Some(reframer) => match reframer.push(&committed.first) {
+            Ok(bytes) => bytes,
+            Err(failure) => protocol::stream_error_event(client_protocol, &failure),
+        },
+        None => committed.first,
     };
     let tail = BodyTail {
+        _in_flight: committed.in_flight,
         rest: Some(rest),
         idle_timeout,
         event_stream: committed.event_stream,
-        done_seen: contains_done(&committed.first),
+        marker,
+        reframer,
+        client_protocol,
         finished: false,
     };
-    let first = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(committed.first) });
+    let first = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(first) });
     let stream = first.chain(futures::stream::unfold(tail, BodyTail::next));
     response
         .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| {
-            error(
-                StatusCode::BAD_GATEWAY,
-                "invalid upstream answer",
-                "upstream_error",
-                None,
-            )
-        })
+        .unwrap_or_else(|_| bad_gateway())
+}
+
+/// Watches an upstream stream for the sign that it ended complete: OpenAI's `[DONE]`,
+/// Anthropic's `message_stop`, a Gemini event with a `finishReason`. Keeps the tail of
+/// the previous chunk, so a marker split between two chunks is still found.
+struct EndMarker {
+    needle: &'static [u8],
+    carry: Vec<u8>,
+    seen: bool,
+}
+
+impl EndMarker {
+    fn new(protocol: Protocol) -> Self {
+        let needle: &'static [u8] = match protocol {
+            Protocol::OpenAi => b"[DONE]",
+            Protocol::Anthropic => b"message_stop",
+            Protocol::Gemini => b"finishReason",
+        };
+        Self {
+            needle,
+            carry: Vec::new(),
+            seen: false,
+        }
+    }
+
+    fn scan(&mut self, chunk: &[u8]) {
+        if self.seen {
+            return;
+        }
+        let n = self.needle.len();
+        let found = if self.carry.is_empty() {
+            chunk.windows(n).any(|w| w == self.needle)
+        } else {
+            let mut joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(&chunk[..chunk.len().min(n)]);
+            joined.windows(n).any(|w| w == self.needle)
+                || chunk.windows(n).any(|w| w == self.needle)
+        };
+        if found {
+            self.seen = true;
+            return;
+        }
+        self.carry.clear();
+        self.carry
+            .extend_from_slice(&chunk[chunk.len().saturating_sub(n - 1)..]);
+    }
 }
 
 /// The part of an answer after its first chunk.
 struct BodyTail {
+    /// Held until the answer ends, so least-in-flight routes see streams as busy.
+    _in_flight: Option<InFlight>,
     rest: Option<BoxStream<'static, Result<Bytes, hyper::Error>>>,
     idle_timeout: Duration,
     event_stream: bool,
-    done_seen: bool,
+    marker: EndMarker,
+    reframer: Option<StreamReframer>,
+    client_protocol: Protocol,
     finished: bool,
 }
 
@@ -340,10 +394,24 @@ impl BodyTail {
         let rest = self.rest.as_mut()?;
         let failure = match tokio::time::timeout(self.idle_timeout, rest.next()).await {
             Ok(Some(Ok(chunk))) => {
-                self.done_seen |= contains_done(&chunk);
-                return Some((Ok(chunk), self));
+                self.marker.scan(&chunk);
+                let Some(reframer) = self.reframer.as_mut() else {
+                    return Some((Ok(chunk), self));
+                };
+                match reframer.push(&chunk) {
+                    Ok(bytes) => return Some((Ok(bytes), self)),
+                    Err(failure) => failure,
+                }
             }
-            Ok(None) if !self.event_stream || self.done_seen => return None,
+            Ok(None) if !self.event_stream => return None,
+            Ok(None) if self.marker.seen => {
+                self.finished = true;
+                let reframer = self.reframer.as_mut()?;
+                match reframer.finish() {
+                    Ok(bytes) => return Some((Ok(bytes), self)),
+                    Err(failure) => failure,
+                }
+            }
             Ok(None) => "the upstream ended the stream before it was complete".to_string(),
             Ok(Some(Err(e))) => format!("the upstream stream broke: {e}"),
             Err(_) => format!("the upstream sent nothing for {:?}", self.idle_timeout),
@@ -351,47 +419,60 @@ impl BodyTail {
         self.finished = true;
         tracing::warn!(reason = %failure, "answer cut after its first byte");
         if self.event_stream {
-            return Some((Ok(openai::stream_error_event(&failure)), self));
+            return Some((
+                Ok(protocol::stream_error_event(self.client_protocol, &failure)),
+                self,
+            ));
         }
         Some((Err(std::io::Error::other(failure)), self))
     }
 }
 
-fn contains_done(chunk: &[u8]) -> bool {
-    chunk.windows(6).any(|w| w == b"[DONE]")
-}
-
-/// A failed request in OpenAI's error shape.
-pub fn error_response(e: ProxyError) -> Response {
+/// A failed request in the client protocol's error shape.
+pub fn error_response(e: ProxyError, client_protocol: Protocol) -> Response {
+    let fail = |status: StatusCode, kind: ErrorKind, message: &str, code: Option<&str>| {
+        protocol::error_response(client_protocol, status, kind, message, code)
+    };
     match e {
         ProxyError::Upstream {
             status,
             content_type,
             body,
+            protocol: upstream_protocol,
             ..
         } => {
-            let content_type =
-                content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
-            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+            if upstream_protocol == client_protocol {
+                let content_type =
+                    content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
+                return (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+            }
+            // Another protocol's error: the same status and message, in the client's shape.
+            let message = protocol::error_message(&body).unwrap_or_else(|| {
+                format!(
+                    "the upstream answered {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(512)])
+                )
+            });
+            fail(status, ErrorKind::from_status(status), &message, None)
         }
-        ProxyError::Network(detail) => error(
+        ProxyError::Network(detail) => fail(
             StatusCode::BAD_GATEWAY,
+            ErrorKind::Upstream,
             &format!("the upstream could not be reached: {detail}"),
-            "upstream_error",
             Some("upstream_unreachable"),
         ),
-        ProxyError::FirstByteTimeout(after) => error(
+        ProxyError::FirstByteTimeout(after) => fail(
             StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Timeout,
             &format!("the upstream did not answer within {after:?}"),
-            "upstream_error",
             Some("upstream_timeout"),
         ),
         ProxyError::AllCooling { retry_after } => {
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            let mut response = error(
+            let mut response = fail(
                 StatusCode::TOO_MANY_REQUESTS,
+                ErrorKind::RateLimited,
                 &format!("every key is rate limited; retry in {seconds}s"),
-                "rate_limit_error",
                 Some("all_keys_rate_limited"),
             );
             response
@@ -399,32 +480,35 @@ pub fn error_response(e: ProxyError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             response
         }
-        ProxyError::NoCandidate(message) => error(
+        ProxyError::NoCandidate(message) => fail(
             StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
             &message,
-            "invalid_request_error",
             Some("model_not_found"),
         ),
-        ProxyError::NoUsableKey(providers) => error(
+        ProxyError::NoUsableKey(providers) => fail(
             StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unavailable,
             &format!("no usable key left for {providers}"),
-            "service_unavailable",
             Some("no_usable_key"),
         ),
-        ProxyError::BadRequest(message) => error(
+        ProxyError::BadRequest(message) => fail(
             StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidRequest,
             &message,
-            "invalid_request_error",
             None,
         ),
+        ProxyError::Translate(e) if e.is_client_error() => fail(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidRequest,
+            &e.to_string(),
+            Some("untranslatable_request"),
+        ),
+        ProxyError::Translate(e) => fail(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Upstream,
+            &e.to_string(),
+            Some("invalid_upstream_answer"),
+        ),
     }
-}
-
-fn error(status: StatusCode, message: &str, error_type: &str, code: Option<&str>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        openai::error_body(message, error_type, code),
-    )
-        .into_response()
 }

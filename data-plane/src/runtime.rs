@@ -562,8 +562,9 @@ pub(crate) mod tests {
                 model: String::new(),
                 priority: 0,
                 weight: 1,
+                ..Default::default()
             }],
-            updated_unix_ms: 0,
+            ..Default::default()
         }
     }
 

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, StatusCode};
+use fulcrum_proto::model::{Provider, ProviderType};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+
+use crate::protocol::{Operation, gemini, openai};
 
 /// Client headers that travel upstream; everything else (the client's own credentials
 /// above all) stays here.
@@ -29,6 +32,124 @@ pub static FORWARDED_RESPONSE_HEADERS: [HeaderName; 12] = [
     HeaderName::from_static("x-ratelimit-reset-requests"),
     HeaderName::from_static("x-ratelimit-reset-tokens"),
 ];
+
+/// Client headers that travel to an Anthropic upstream besides the common ones.
+pub static FORWARDED_ANTHROPIC_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("anthropic-version"),
+    HeaderName::from_static("anthropic-beta"),
+];
+
+static X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
+/// The upstream URL of an operation on a provider. Gemini, Vertex and Anthropic base URLs
+/// may be given with or without their API version (`https://host` or `https://host/v1beta`),
+/// as their SDKs take them without; OpenAI-compatible ones include it, as OpenAI's SDK does.
+/// Keys never travel in the URL.
+pub fn uri(
+    provider: &Provider,
+    operation: Operation,
+    model: &str,
+    stream: bool,
+) -> Result<Uri, String> {
+    let base = provider.base_url.trim_end_matches('/');
+    let versioned = |default_version: &str| {
+        let has_version = base.rsplit('/').next().is_some_and(|last| {
+            last.starts_with('v') && last[1..].starts_with(|c: char| c.is_ascii_digit())
+        });
+        if has_version {
+            base.to_string()
+        } else {
+            format!("{base}/{default_version}")
+        }
+    };
+    let unsupported = || {
+        format!(
+            "a {} provider has no {} endpoint",
+            provider.provider_type,
+            operation.as_str()
+        )
+    };
+    let url = match provider.provider_type {
+        ProviderType::OpenAi | ProviderType::Mock => {
+            let path = openai::upstream_path(operation).ok_or_else(unsupported)?;
+            match operation {
+                Operation::GetModel => format!("{base}{path}/{model}"),
+                _ => format!("{base}{path}"),
+            }
+        }
+        ProviderType::Gemini | ProviderType::VertexExpress => {
+            let root = if provider.provider_type == ProviderType::Gemini {
+                format!("{}/models", versioned("v1beta"))
+            } else {
+                format!("{}/publishers/google/models", versioned("v1"))
+            };
+            match operation {
+                Operation::ListModels => root,
+                Operation::GetModel => format!("{root}/{model}"),
+                _ => {
+                    let method = gemini::method(operation, stream).ok_or_else(unsupported)?;
+                    let alt = if stream { "?alt=sse" } else { "" };
+                    format!("{root}/{model}:{method}{alt}")
+                }
+            }
+        }
+        ProviderType::Anthropic => {
+            let root = versioned("v1");
+            match operation {
+                Operation::Chat => format!("{root}/messages"),
+                Operation::CountTokens => format!("{root}/messages/count_tokens"),
+                Operation::ListModels => format!("{root}/models"),
+                Operation::GetModel => format!("{root}/models/{model}"),
+                _ => return Err(unsupported()),
+            }
+        }
+    };
+    url.parse::<Uri>()
+        .map_err(|_| format!("provider {:?} has an unusable base URL", provider.name))
+}
+
+/// Puts the provider key where its API expects it: a bearer token for OpenAI-compatible
+/// upstreams, `x-goog-api-key` for Gemini and Vertex, `x-api-key` (with an API version)
+/// for Anthropic. The value is marked sensitive so that no debug output shows it.
+pub fn set_credentials(
+    provider_type: ProviderType,
+    secret: &str,
+    headers: &mut HeaderMap,
+) -> Result<(), String> {
+    let invalid = |_| "a provider key cannot be sent as a header".to_string();
+    let (name, mut value) = match provider_type {
+        ProviderType::OpenAi | ProviderType::Mock => {
+            let mut value = Vec::with_capacity(7 + secret.len());
+            value.extend_from_slice(b"Bearer ");
+            value.extend_from_slice(secret.as_bytes());
+            (
+                header::AUTHORIZATION,
+                HeaderValue::from_bytes(&value).map_err(invalid)?,
+            )
+        }
+        ProviderType::Gemini | ProviderType::VertexExpress => (
+            X_GOOG_API_KEY.clone(),
+            HeaderValue::from_str(secret).map_err(invalid)?,
+        ),
+        ProviderType::Anthropic => {
+            if !headers.contains_key(&ANTHROPIC_VERSION) {
+                headers.insert(
+                    ANTHROPIC_VERSION.clone(),
+                    HeaderValue::from_static(crate::protocol::anthropic::DEFAULT_VERSION),
+                );
+            }
+            (
+                X_API_KEY.clone(),
+                HeaderValue::from_str(secret).map_err(invalid)?,
+            )
+        }
+    };
+    value.set_sensitive(true);
+    headers.insert(name, value);
+    Ok(())
+}
 
 /// Copies the headers named in `names` from `from` into `to`.
 pub fn copy_headers(names: &[HeaderName], from: &HeaderMap, to: &mut HeaderMap) {

@@ -10,6 +10,8 @@
 //! Key choice is a round robin over a provider's keys: an atomic counter picks the start
 //! and the first usable key from there wins. No lock is taken on the hot path.
 
+pub mod strategy;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
@@ -165,6 +167,11 @@ impl KeyPool {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether any key can be used now (a scan: for listings, not the request path).
+    pub fn has_usable(&self, now_ms: i64) -> bool {
+        self.entries.iter().any(|e| e.usable(now_ms))
     }
 
     /// The next usable key in round-robin order, skipping keys already tried for this

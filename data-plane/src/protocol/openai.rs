@@ -4,89 +4,78 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
-/// An OpenAI API operation the data plane serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    ChatCompletions,
-    Completions,
-    Embeddings,
-    ImageGenerations,
-    AudioSpeech,
-    Models,
+use super::{ErrorKind, Operation, Protocol, Target};
+
+/// The path below the `/v1` base of an OpenAI operation, as sent upstream.
+pub fn upstream_path(operation: Operation) -> Option<&'static str> {
+    Some(match operation {
+        Operation::Chat => "/chat/completions",
+        Operation::Completions => "/completions",
+        Operation::Embed => "/embeddings",
+        Operation::Images => "/images/generations",
+        Operation::Speech => "/audio/speech",
+        Operation::ListModels | Operation::GetModel => "/models",
+        Operation::CountTokens | Operation::BatchEmbed => return None,
+    })
 }
 
-impl Endpoint {
-    /// The path below the `/v1` base, as sent upstream.
-    pub fn upstream_path(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-            Endpoint::ImageGenerations => "/images/generations",
-            Endpoint::AudioSpeech => "/audio/speech",
-            Endpoint::Models => "/models",
+fn operation(rest: &str) -> Option<(Operation, Option<&str>)> {
+    let rest = rest.trim_end_matches('/');
+    Some(match rest {
+        "chat/completions" => (Operation::Chat, None),
+        "completions" => (Operation::Completions, None),
+        "embeddings" => (Operation::Embed, None),
+        "images/generations" => (Operation::Images, None),
+        "audio/speech" => (Operation::Speech, None),
+        "models" => (Operation::ListModels, None),
+        _ => {
+            let model = rest.strip_prefix("models/")?;
+            if model.is_empty() || model.contains(':') {
+                return None;
+            }
+            (Operation::GetModel, Some(model))
         }
-    }
-
-    fn from_rest(rest: &str) -> Option<Self> {
-        Some(match rest.trim_end_matches('/') {
-            "chat/completions" => Endpoint::ChatCompletions,
-            "completions" => Endpoint::Completions,
-            "embeddings" => Endpoint::Embeddings,
-            "images/generations" => Endpoint::ImageGenerations,
-            "audio/speech" => Endpoint::AudioSpeech,
-            "models" => Endpoint::Models,
-            _ => return None,
-        })
-    }
-
-    /// Whether the operation takes a POSTed JSON body (all but the model listing).
-    pub fn has_body(self) -> bool {
-        self != Endpoint::Models
-    }
-
-    /// A short label for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "chat_completions",
-            Endpoint::Completions => "completions",
-            Endpoint::Embeddings => "embeddings",
-            Endpoint::ImageGenerations => "images_generations",
-            Endpoint::AudioSpeech => "audio_speech",
-            Endpoint::Models => "models",
-        }
-    }
-}
-
-/// Where a request path points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target<'a> {
-    /// `Some(name)` for `/{name}/v1/...`: a provider if one has that name.
-    pub pinned: Option<&'a str>,
-    pub endpoint: Option<Endpoint>,
+    })
 }
 
 /// Splits `/v1/...`, `/openai/v1/...`, `/hf/v1/...` and `/{provider}/v1/...`. Returns
-/// `None` for paths outside the OpenAI surface; `endpoint` is `None` for an unknown
-/// operation under it.
+/// `None` for paths outside the OpenAI surface.
 pub fn parse_path(path: &str) -> Option<Target<'_>> {
     let path = path.strip_prefix('/')?;
-    if let Some(rest) = path.strip_prefix("v1/") {
-        return Some(Target {
-            pinned: None,
-            endpoint: Endpoint::from_rest(rest),
-        });
-    }
-    let (first, rest) = path.split_once('/')?;
-    let rest = rest.strip_prefix("v1/")?;
-    let pinned = match first {
-        "openai" | "hf" => None,
-        name => Some(name),
+    let (pinned, rest) = match path.strip_prefix("v1/") {
+        Some(rest) => (None, rest),
+        None => {
+            let (first, rest) = path.split_once('/')?;
+            let rest = rest.strip_prefix("v1/")?;
+            let pinned = match first {
+                "openai" | "hf" => None,
+                name => Some(name),
+            };
+            (pinned, rest)
+        }
     };
+    let (operation, path_model) = operation(rest)?;
     Some(Target {
+        protocol: Protocol::OpenAi,
+        operation,
         pinned,
-        endpoint: Endpoint::from_rest(rest),
+        path_model,
+        path_stream: false,
     })
+}
+
+/// OpenAI's `error.type` for an error kind.
+pub fn error_type(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest | ErrorKind::NotFound | ErrorKind::TooLarge => {
+            "invalid_request_error"
+        }
+        ErrorKind::Authentication => "authentication_error",
+        ErrorKind::Permission => "permission_error",
+        ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::Upstream | ErrorKind::Timeout => "upstream_error",
+        ErrorKind::Unavailable => "service_unavailable",
+    }
 }
 
 /// The request fields the proxy acts on; everything else passes through untouched.
@@ -96,11 +85,28 @@ pub struct Sniffed {
     pub model: Option<String>,
     #[serde(default)]
     pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<SniffedStreamOptions>,
+}
+
+/// `stream_options` as far as the proxy cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SniffedStreamOptions {
+    #[serde(default)]
+    pub include_usage: Option<bool>,
 }
 
 impl Sniffed {
     pub fn streaming(&self) -> bool {
         self.stream.unwrap_or(false)
+    }
+
+    /// Whether an OpenAI client asked for the usage chunk at the end of a stream.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
     }
 }
 
@@ -155,23 +161,30 @@ mod tests {
 
     #[test]
     fn paths() {
-        let t = parse_path("/v1/chat/completions").unwrap();
+        let p = |path| parse_path(path).map(|t| (t.pinned, t.operation, t.path_model));
         assert_eq!(
-            (t.pinned, t.endpoint),
-            (None, Some(Endpoint::ChatCompletions))
+            p("/v1/chat/completions"),
+            Some((None, Operation::Chat, None))
         );
-        let t = parse_path("/openai/v1/embeddings").unwrap();
-        assert_eq!((t.pinned, t.endpoint), (None, Some(Endpoint::Embeddings)));
-        let t = parse_path("/hf/v1/models").unwrap();
-        assert_eq!((t.pinned, t.endpoint), (None, Some(Endpoint::Models)));
-        let t = parse_path("/my-openai/v1/audio/speech").unwrap();
         assert_eq!(
-            (t.pinned, t.endpoint),
-            (Some("my-openai"), Some(Endpoint::AudioSpeech))
+            p("/openai/v1/embeddings"),
+            Some((None, Operation::Embed, None))
         );
-        assert_eq!(parse_path("/v1/nope").unwrap().endpoint, None);
-        assert_eq!(parse_path("/healthz"), None);
-        assert_eq!(parse_path("/a/b/c"), None);
+        assert_eq!(
+            p("/hf/v1/models"),
+            Some((None, Operation::ListModels, None))
+        );
+        assert_eq!(
+            p("/my-openai/v1/audio/speech"),
+            Some((Some("my-openai"), Operation::Speech, None))
+        );
+        assert_eq!(
+            p("/v1/models/gpt-4o"),
+            Some((None, Operation::GetModel, Some("gpt-4o")))
+        );
+        assert_eq!(p("/v1/nope"), None);
+        assert_eq!(p("/healthz"), None);
+        assert_eq!(p("/a/b/c"), None);
     }
 
     #[test]

@@ -1,0 +1,72 @@
+//! Translations between protocols, one module per pair. Each module offers request and
+//! response functions for both directions and a [`StreamTranslator`](crate::StreamTranslator)
+//! per direction.
+//!
+//! Helpers more than one pair needs live here: [`parse_data_url`] and
+//! [`gemini_schema_to_json_schema`] (and, for the Gemini direction, [`crate::schema`]).
+
+use serde_json::{Map, Value};
+
+use crate::TranslateError;
+
+pub mod anthropic_gemini;
+pub mod anthropic_openai;
+pub mod openai_gemini;
+// `anthropic_openai` and `anthropic_gemini` are written separately and are declared here,
+// next to this one, when they land.
+
+/// Splits `data:<mime>[;param]*;base64,<data>` into the MIME type and the base64 data.
+pub fn parse_data_url(url: &str) -> Result<(&str, &str), TranslateError> {
+    let rest = url
+        .strip_prefix("data:")
+        .ok_or(TranslateError::InvalidDataUrl)?;
+    let (meta, data) = rest.split_once(',').ok_or(TranslateError::InvalidDataUrl)?;
+    let mut params = meta.split(';');
+    let mime_type = params.next().unwrap_or_default();
+    if mime_type.is_empty() || !params.any(|p| p.eq_ignore_ascii_case("base64")) {
+        return Err(TranslateError::InvalidDataUrl);
+    }
+    Ok((mime_type, data))
+}
+
+/// Gemini's OpenAPI-subset schema as JSON Schema: upper-case type names become lower
+/// case, and `nullable: true` becomes a `"null"` member of `type`.
+pub fn gemini_schema_to_json_schema(schema: &Value) -> Value {
+    let Value::Object(object) = schema else {
+        return schema.clone();
+    };
+    let mut out = Map::new();
+    let nullable = object.get("nullable").and_then(Value::as_bool) == Some(true);
+    for (key, value) in object {
+        match (key.as_str(), value) {
+            ("nullable", _) => {}
+            ("type", Value::String(kind)) => {
+                let kind = Value::String(kind.to_ascii_lowercase());
+                let kind = if nullable {
+                    Value::Array(vec![kind, Value::String("null".into())])
+                } else {
+                    kind
+                };
+                out.insert(key.clone(), kind);
+            }
+            ("properties", Value::Object(properties)) => {
+                let converted = properties
+                    .iter()
+                    .map(|(name, property)| (name.clone(), gemini_schema_to_json_schema(property)))
+                    .collect();
+                out.insert(key.clone(), Value::Object(converted));
+            }
+            ("items", items) => {
+                out.insert(key.clone(), gemini_schema_to_json_schema(items));
+            }
+            ("anyOf", Value::Array(members)) => {
+                let converted = members.iter().map(gemini_schema_to_json_schema).collect();
+                out.insert(key.clone(), Value::Array(converted));
+            }
+            _ => {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
