@@ -19,10 +19,10 @@ use crate::protocol::{Operation, Protocol};
 
 /// The request one attempt sends.
 #[derive(Debug)]
-pub struct Outbound {
+pub struct Outbound<'a> {
     pub body: Bytes,
     /// The model the upstream is asked for (Gemini names it in the URL).
-    pub model: String,
+    pub model: &'a str,
     /// Whether the upstream is asked for a stream.
     pub stream: bool,
 }
@@ -49,12 +49,12 @@ fn translated(e: TranslateError) -> ProxyError {
 }
 
 /// Builds the upstream request for a provider speaking `to`, asked for `model`.
-pub fn outbound(
+pub fn outbound<'a>(
     request: &ClientRequest,
     to: Protocol,
-    model: &str,
+    model: &'a str,
     settings: &Settings,
-) -> Result<Outbound, ProxyError> {
+) -> Result<Outbound<'a>, ProxyError> {
     let from = request.protocol;
     let opts = options(settings);
     let stream = request.stream;
@@ -150,7 +150,7 @@ pub fn outbound(
     };
     Ok(Outbound {
         body,
-        model: model.to_string(),
+        model,
         stream,
     })
 }

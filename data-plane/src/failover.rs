@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fulcrum_proto::model::{Key, Provider, ProviderType, routing};
+use fulcrum_proto::model::{Key, Provider, ProviderType, RouteStrategy, routing};
 use fulcrum_proto::pb;
 use fulcrum_protocol::{StreamTranslator, TranslateError};
 use futures::StreamExt;
@@ -47,7 +47,7 @@ pub struct ClientRequest {
     /// The client headers that travel upstream.
     pub headers: HeaderMap,
     /// The client token's name: sticky routes remember choices per client.
-    pub client: String,
+    pub client: Arc<str>,
 }
 
 /// One provider to try, and the model to ask it for.
@@ -179,12 +179,44 @@ pub fn candidates<'a>(
         &request.model,
         request.protocol.to_routing(),
     );
-    let planned: Vec<&routing::PlannedCandidate<'a>> = plan
-        .candidates
-        .iter()
-        .filter(|c| serves(c.provider))
-        .collect();
-    if planned.is_empty() {
+    let to_candidate = |c: &routing::PlannedCandidate<'a>| Candidate {
+        provider: c.provider,
+        model: c.model_to_send,
+    };
+    let mut list: Vec<Candidate<'a>> = if plan.strategy == RouteStrategy::Priority {
+        // The base order is the answer: no strategy state to read (the common case, and
+        // the one without a route).
+        plan.candidates
+            .iter()
+            .filter(|c| serves(c.provider))
+            .map(to_candidate)
+            .collect()
+    } else {
+        let planned: Vec<&routing::PlannedCandidate<'a>> = plan
+            .candidates
+            .iter()
+            .filter(|c| serves(c.provider))
+            .collect();
+        let slots: Vec<Slot<'_>> = planned
+            .iter()
+            .map(|c| Slot {
+                provider: &c.provider.name,
+                priority: c.priority,
+                weight: c.weight,
+                price: c
+                    .prices
+                    .is_known()
+                    .then_some(c.prices.input + c.prices.output),
+            })
+            .collect();
+        let route = plan.matched.unwrap_or("");
+        strategies
+            .order(plan.strategy, route, &slots)
+            .into_iter()
+            .map(|i| to_candidate(planned[i]))
+            .collect()
+    };
+    if list.is_empty() {
         return Err(ProxyError::NoCandidate(match plan.matched {
             Some(pattern) => format!(
                 "the route {pattern:?} for model {:?} names no provider that can serve {} requests from {} clients",
@@ -195,27 +227,6 @@ pub fn candidates<'a>(
             None => format!("no provider serves model {:?}", request.model),
         }));
     }
-    let slots: Vec<Slot<'_>> = planned
-        .iter()
-        .map(|c| Slot {
-            provider: &c.provider.name,
-            priority: c.priority,
-            weight: c.weight,
-            price: c
-                .prices
-                .is_known()
-                .then_some(c.prices.input + c.prices.output),
-        })
-        .collect();
-    let route = plan.matched.unwrap_or("");
-    let order = strategies.order(plan.strategy, route, &slots);
-    let mut list: Vec<Candidate<'a>> = order
-        .into_iter()
-        .map(|i| Candidate {
-            provider: planned[i].provider,
-            model: planned[i].model_to_send,
-        })
-        .collect();
     let sticky = plan.matched.zip(plan.sticky);
     if let Some((route, _)) = sticky
         && let Some(chosen) = strategies.sticky(&request.client, route, now_ms())

@@ -193,7 +193,7 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
         include_usage: sniffed.include_usage(),
         body,
         headers,
-        client: client_token.to_string(),
+        client: Arc::clone(client_token),
     };
     let client = proxy.client_for(&config);
     let attempts = Attempts {
@@ -217,7 +217,7 @@ fn authenticate<'c>(
     config: &'c RuntimeConfig,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Option<&'c str> {
+) -> Option<&'c Arc<str>> {
     let header = |name: header::HeaderName| {
         headers
             .get(name)
@@ -238,7 +238,7 @@ fn authenticate<'c>(
     }
     // On every request: hashed into a stack buffer, the same rule the store keeps.
     let hash = fulcrum_proto::model::TokenHash::of(token);
-    config.client_tokens.get(hash.as_str()).map(String::as_str)
+    config.client_tokens.get(hash.as_str())
 }
 
 static X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");

@@ -42,7 +42,7 @@ pub struct RuntimeConfig {
     /// By model pattern.
     pub routes: BTreeMap<String, Route>,
     /// Token hash (lowercase hex SHA-256) to token name.
-    pub client_tokens: HashMap<String, String>,
+    pub client_tokens: HashMap<String, Arc<str>>,
     pub settings: Settings,
     /// The raw setting values, kept so that a delta can change one of them.
     setting_values: BTreeMap<String, String>,
@@ -271,7 +271,7 @@ impl RuntimeConfig {
         upserted: &[pb::ClientToken],
         removed: &[&str],
         problems: &mut Problems,
-    ) -> (HashMap<String, String>, HashMap<String, String>) {
+    ) -> (HashMap<String, Arc<str>>, HashMap<String, String>) {
         let mut by_hash = self.client_tokens.clone();
         let mut by_name = self.token_hashes.clone();
         for name in removed {
@@ -288,7 +288,7 @@ impl RuntimeConfig {
                 }
             };
             if let Some(other) = by_hash.get(&token.token_hash)
-                && *other != token.name
+                && **other != *token.name
             {
                 problems.add(
                     ResourceKind::ClientToken,
@@ -303,7 +303,7 @@ impl RuntimeConfig {
             if let Some(old_hash) = by_name.insert(token.name.clone(), token.token_hash.clone()) {
                 by_hash.remove(&old_hash);
             }
-            by_hash.insert(token.token_hash, token.name);
+            by_hash.insert(token.token_hash, Arc::from(token.name.as_str()));
         }
         (by_hash, by_name)
     }
@@ -641,10 +641,7 @@ pub(crate) mod tests {
         assert_eq!(ids(&config, "backup").len(), 1);
         assert!(config.routes.contains_key("gpt-*"));
         assert_eq!(
-            config
-                .client_tokens
-                .get(&"a".repeat(64))
-                .map(String::as_str),
+            config.client_tokens.get(&"a".repeat(64)).map(AsRef::as_ref),
             Some("alice")
         );
         assert_eq!(config.settings.max_retries, 5);
@@ -747,7 +744,7 @@ pub(crate) mod tests {
         assert!(Arc::ptr_eq(backup, &next.keys.of_provider("backup")[0]));
         assert_eq!(next.routes.keys().collect::<Vec<_>>(), vec!["claude-*"]);
         assert_eq!(next.client_tokens.len(), 1);
-        assert_eq!(next.client_tokens[&"b".repeat(64)], "bob");
+        assert_eq!(&*next.client_tokens[&"b".repeat(64)], "bob");
         assert_eq!(next.settings.max_failures, 9);
         assert_eq!(next.settings.max_retries, Settings::default().max_retries);
         // The base is untouched.
@@ -952,7 +949,7 @@ pub(crate) mod tests {
             .apply_delta(2, "store-1", delta(1, upserted, vec![]))
             .unwrap();
         assert_eq!(next.client_tokens.len(), 1);
-        assert_eq!(next.client_tokens[&"c".repeat(64)], "alice");
+        assert_eq!(&*next.client_tokens[&"c".repeat(64)], "alice");
     }
 
     #[test]
