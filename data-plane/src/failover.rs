@@ -386,7 +386,7 @@ impl Attempts<'_> {
         let answer = mock::answer(
             request.operation,
             &candidate.provider.name,
-            &outbound.model,
+            outbound.model,
             outbound.stream,
             &outbound.body,
             now_ms() / 1000,
@@ -444,7 +444,7 @@ impl Attempts<'_> {
         let uri = upstream::uri(
             provider,
             request.operation,
-            &outbound.model,
+            outbound.model,
             outbound.stream,
         )
         .map_err(ProxyError::BadRequest)?;

@@ -6,6 +6,8 @@ MODE is one of:
   chat    client.chat.completions.create(...)
   stream  the same with stream=True (and stream_options.include_usage)
   models  client.models.list()
+  tools   declare get_weather(location), get the tool call, send the tool result back
+  image   a question about a 1x1 PNG sent as a data: URL
 
 Prints one JSON document on stdout. An exception raised by the SDK is caught and
 printed as {"error": {"class": ..., "status": ..., ...}} with exit code 0, so the
@@ -17,6 +19,20 @@ import json
 import sys
 
 import openai
+
+PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather at a place.",
+        "parameters": {
+            "type": "object",
+            "properties": {"location": {"type": "string"}},
+            "required": ["location"],
+        },
+    },
+}
 
 
 def chat(client, model):
@@ -79,7 +95,57 @@ def models(client, _model):
     return {"ids": [m.id for m in listed], "owned_by": sorted({m.owned_by for m in listed})}
 
 
-MODES = {"chat": chat, "stream": stream, "models": models}
+def tools(client, model):
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL])
+    message = first.choices[0].message
+    calls = message.tool_calls or []
+    messages.append(
+        {
+            "role": "assistant",
+            "content": message.content,
+            "tool_calls": [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": c.function.arguments},
+                }
+                for c in calls
+            ],
+        }
+    )
+    for call in calls:
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"})
+    second = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL])
+    return {
+        "calls": [
+            {"id": c.id, "name": c.function.name, "arguments": json.loads(c.function.arguments)}
+            for c in calls
+        ],
+        "first_finish_reason": first.choices[0].finish_reason,
+        "content": second.choices[0].message.content,
+        "finish_reason": second.choices[0].finish_reason,
+    }
+
+
+def image(client, model):
+    completion = client.chat.completions.create(
+        model=model,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this image?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG_1X1}},
+                ],
+            }
+        ],
+    )
+    choice = completion.choices[0]
+    return {"content": choice.message.content, "finish_reason": choice.finish_reason}
+
+
+MODES = {"chat": chat, "stream": stream, "models": models, "tools": tools, "image": image}
 
 
 def main():

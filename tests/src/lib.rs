@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod control;
 pub mod data;
+pub mod fleet;
 pub mod gateway;
 pub mod mock;
 pub mod sdk;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use fulcrum_tests::mock::{Behaviour, MockOptions, MockUpstream, http_request};
+use fulcrum_tests::mock::{Behaviour, KeySource, MockOptions, MockUpstream, http_request};
 use serde_json::{Value, json};
 
 const CHAT: &str = "/v1/chat/completions";
@@ -525,4 +525,193 @@ async fn binary_serves_until_terminated() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+fn weather_tool() -> Value {
+    json!({"type": "function", "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {"type": "string"},
+                "days": {"type": "integer"},
+                "metric": {"type": "boolean"},
+            },
+            "required": ["location", "days", "metric"],
+        },
+    }})
+}
+
+#[tokio::test]
+async fn chat_calls_the_first_tool_then_echoes_results() {
+    let mock = MockUpstream::start().await;
+    let args = json!({"location": "mock", "days": 1, "metric": true});
+    let body = json!({
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "weather in Paris?"}],
+        "tools": [weather_tool(), {"type": "function", "function": {"name": "other"}}],
+    });
+    let response = post(&mock, CHAT, "sk-tools", &body).await.json();
+    let choice = &response["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert!(choice["message"]["content"].is_null());
+    let calls = choice["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["id"], "call_mock_1");
+    assert_eq!(calls[0]["type"], "function");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let arguments: Value =
+        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(arguments, args);
+    assert_eq!(response["usage"]["completion_tokens"], 1);
+
+    let mut parallel = body.clone();
+    parallel["messages"][0]["content"] = json!("both cities, in parallel");
+    let response = post(&mock, CHAT, "sk-tools", &parallel).await.json();
+    let calls = response["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1]["id"], "call_mock_2");
+
+    // Consecutive tool messages are one turn of results; their ids are echoed.
+    let body = json!({
+        "model": "gpt-4o",
+        "tools": [weather_tool()],
+        "messages": [
+            {"role": "user", "content": "both cities, in parallel"},
+            {"role": "assistant", "content": null, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "call_mock_1", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "call_mock_2",
+             "content": [{"type": "text", "text": "rain"}]},
+        ],
+    });
+    let response = post(&mock, CHAT, "sk-tools", &body).await.json();
+    assert_eq!(response["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        response["choices"][0]["message"]["content"],
+        "tool result: sunny | rain (ids: call_mock_1, call_mock_2)"
+    );
+}
+
+#[tokio::test]
+async fn chat_streams_tool_calls_in_two_argument_fragments() {
+    let mock = MockUpstream::start().await;
+    let body = json!({
+        "model": "gpt-4o",
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "weather in Paris?"}],
+        "tools": [weather_tool()],
+    });
+    let response = post(&mock, CHAT, "sk-tools", &body).await;
+    let events = response.sse_data();
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    // Role, head (id and name), two fragments, finish, usage.
+    assert_eq!(chunks.len(), 6, "{chunks:?}");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let head = &chunks[1]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(head["index"], 0);
+    assert_eq!(head["id"], "call_mock_1");
+    assert_eq!(head["type"], "function");
+    assert_eq!(head["function"]["name"], "get_weather");
+    assert_eq!(head["function"]["arguments"], "");
+    let fragments: Vec<&str> = chunks[2..4]
+        .iter()
+        .map(|c| {
+            let call = &c["choices"][0]["delta"]["tool_calls"][0];
+            assert_eq!(call["index"], 0);
+            assert!(call.get("id").is_none());
+            call["function"]["arguments"].as_str().unwrap()
+        })
+        .collect();
+    assert!(fragments.iter().all(|f| !f.is_empty()));
+    let arguments: Value = serde_json::from_str(&fragments.concat()).unwrap();
+    assert_eq!(
+        arguments,
+        json!({"location": "mock", "days": 1, "metric": true})
+    );
+    assert_eq!(chunks[4]["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(chunks[5]["usage"]["completion_tokens"], 1);
+}
+
+#[tokio::test]
+async fn chat_echoes_images_system_and_reasoning() {
+    let mock = MockUpstream::start().await;
+    let body = json!({
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "system", "content": "You are a meticulous weather bot."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "image_url", "image_url": {"url": "data:image/webp;base64,UklGR"}},
+            ]},
+        ],
+    });
+    let response = post(&mock, CHAT, "sk-img", &body).await.json();
+    assert_eq!(
+        response["choices"][0]["message"]["content"],
+        "[system: You are a meticulous] saw 2 image(s): image/png,image/webp"
+    );
+    assert_eq!(response["usage"]["prompt_tokens"], 9);
+
+    let body = json!({
+        "model": "o3-mini",
+        "reasoning_effort": "low",
+        "messages": [{"role": "user", "content": "think first"}],
+    });
+    let response = post(&mock, CHAT, "sk-reason", &body).await.json();
+    let message = &response["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], "mock reasoning");
+    assert_eq!(message["content"], "Hello from mock key sk-rea...");
+    let usage = &response["usage"];
+    assert_eq!(usage["completion_tokens"], 5 + 2);
+    assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 2);
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let events = post(&mock, CHAT, "sk-reason", &streamed).await.sse_data();
+    let second: Value = serde_json::from_str(&events[1]).unwrap();
+    assert_eq!(
+        second["choices"][0]["delta"]["reasoning_content"],
+        "mock reasoning"
+    );
+
+    let mut off = body.clone();
+    off["reasoning_effort"] = json!("none");
+    let response = post(&mock, CHAT, "sk-reason", &off).await.json();
+    assert!(
+        response["choices"][0]["message"]
+            .get("reasoning_content")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn recorded_requests_show_where_the_key_travelled() {
+    let mock = MockUpstream::start().await;
+    post(&mock, CHAT, "sk-header", &chat_body(false)).await;
+    http_request(
+        mock.addr(),
+        "POST",
+        &format!("{CHAT}?key=sk-url"),
+        &[],
+        chat_body(false).to_string().as_bytes(),
+    )
+    .await;
+    let requests = mock.requests();
+    assert_eq!(requests[0].key_source, Some(KeySource::Bearer));
+    assert!(!requests[0].key_in_url());
+    assert_eq!(requests[0].query(), None);
+    assert_eq!(requests[1].key, "sk-url");
+    assert_eq!(requests[1].key_source, Some(KeySource::Query));
+    assert!(requests[1].key_in_url());
+    assert_eq!(requests[1].path_only(), CHAT);
+    assert_eq!(requests[1].query_param("key"), Some("sk-url"));
 }

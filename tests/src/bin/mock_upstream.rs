@@ -1,5 +1,6 @@
-//! `mock-upstream`: the scriptable mock LLM upstream as a standalone server for
-//! benchmarks. Every key gets `Behaviour::Ok`, requests are not recorded.
+//! `mock-upstream`: the scriptable mock LLM upstream (OpenAI, Gemini, Vertex AI Express
+//! and Anthropic APIs) as a standalone server for benchmarks and manual runs of the SDK
+//! scripts in `tests/sdk/`. Every key gets `Behaviour::Ok`, requests are not recorded.
 //!
 //! ```text
 //! mock-upstream [--listen 127.0.0.1:PORT] [--threads N]
@@ -16,7 +17,7 @@ use fulcrum_tests::mock::{MockOptions, MockUpstream};
 #[derive(Debug, Parser)]
 #[command(
     name = "mock-upstream",
-    about = "Mock OpenAI-compatible upstream for benchmarks"
+    about = "Mock OpenAI, Gemini and Anthropic upstream for benchmarks"
 )]
 struct Args {
     /// Address to listen on (port 0 picks a free one).
