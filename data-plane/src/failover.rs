@@ -441,13 +441,8 @@ impl Attempts<'_> {
         let key = &entry.key;
         let upstream_protocol = Protocol::of(provider.provider_type);
         let outbound = exchange::outbound(request, upstream_protocol, candidate.model, settings)?;
-        let uri = upstream::uri(
-            provider,
-            request.operation,
-            outbound.model,
-            outbound.stream,
-        )
-        .map_err(ProxyError::BadRequest)?;
+        let uri = upstream::uri(provider, request.operation, outbound.model, outbound.stream)
+            .map_err(ProxyError::BadRequest)?;
         let has_body = request.operation.has_body();
         let mut upstream_request = http::Request::new(http_body_util::Full::new(if has_body {
             outbound.body

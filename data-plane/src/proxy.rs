@@ -10,8 +10,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::balance::strategy::{InFlight, StrategyState};
@@ -313,6 +313,7 @@ fn respond(committed: Committed, client_protocol: Protocol, idle_timeout: Durati
     let tail = BodyTail {
         _in_flight: committed.in_flight,
         rest: Some(rest),
+        pending: None,
         idle_timeout,
         event_stream: committed.event_stream,
         marker,
@@ -331,7 +332,7 @@ fn respond(committed: Committed, client_protocol: Protocol, idle_timeout: Durati
 /// Anthropic's `message_stop`, a Gemini event with a `finishReason`. Keeps the tail of
 /// the previous chunk, so a marker split between two chunks is still found.
 struct EndMarker {
-    needle: &'static [u8],
+    finder: memchr::memmem::Finder<'static>,
     carry: Vec<u8>,
     seen: bool,
 }
@@ -344,7 +345,7 @@ impl EndMarker {
             Protocol::Gemini => b"finishReason",
         };
         Self {
-            needle,
+            finder: memchr::memmem::Finder::new(needle),
             carry: Vec::new(),
             seen: false,
         }
@@ -354,16 +355,17 @@ impl EndMarker {
         if self.seen {
             return;
         }
-        let n = self.needle.len();
-        let found = if self.carry.is_empty() {
-            chunk.windows(n).any(|w| w == self.needle)
-        } else {
-            let mut joined = std::mem::take(&mut self.carry);
-            joined.extend_from_slice(&chunk[..chunk.len().min(n)]);
-            joined.windows(n).any(|w| w == self.needle)
-                || chunk.windows(n).any(|w| w == self.needle)
-        };
-        if found {
+        let n = self.finder.needle().len();
+        if !self.carry.is_empty() {
+            // Only the seam: the carried tail and the first bytes of this chunk.
+            self.carry
+                .extend_from_slice(&chunk[..chunk.len().min(n - 1)]);
+            if self.finder.find(&self.carry).is_some() {
+                self.seen = true;
+                return;
+            }
+        }
+        if self.finder.find(chunk).is_some() {
             self.seen = true;
             return;
         }
@@ -373,11 +375,19 @@ impl EndMarker {
     }
 }
 
+/// Most bytes gathered from chunks that are already there into one write to the client.
+const MAX_COALESCED: usize = 64 * 1024;
+/// Scheduler turns given to the upstream connection to hand over a chunk it already has.
+const YIELDS_PER_CHUNK: u32 = 3;
+
 /// The part of an answer after its first chunk.
 struct BodyTail {
     /// Held until the answer ends, so least-in-flight routes see streams as busy.
     _in_flight: Option<InFlight>,
     rest: Option<BoxStream<'static, Result<Bytes, hyper::Error>>>,
+    /// What the upstream stream said after the chunks already gathered: its end or an
+    /// error, kept for the next call.
+    pending: Option<Option<Result<Bytes, hyper::Error>>>,
     idle_timeout: Duration,
     event_stream: bool,
     marker: EndMarker,
@@ -387,12 +397,55 @@ struct BodyTail {
 }
 
 impl BodyTail {
+    /// The next upstream chunk, plus every chunk already waiting behind it: an upstream
+    /// that sends one event per chunk, all at once, reaches the client in one write
+    /// instead of one per event. Nothing waits for a chunk that is not there yet.
+    async fn next_batch(
+        &mut self,
+    ) -> Result<Option<Result<Bytes, hyper::Error>>, tokio::time::error::Elapsed> {
+        let Some(rest) = self.rest.as_mut() else {
+            return Ok(None);
+        };
+        let first = match self.pending.take() {
+            Some(pending) => pending,
+            None => tokio::time::timeout(self.idle_timeout, rest.next()).await?,
+        };
+        let Some(Ok(first)) = first else {
+            return Ok(first);
+        };
+        let mut batch: Option<bytes::BytesMut> = None;
+        let mut yielded = 0u32;
+        while batch.as_ref().map_or(first.len(), bytes::BytesMut::len) < MAX_COALESCED {
+            match rest.next().now_or_never() {
+                Some(Some(Ok(more))) => {
+                    batch
+                        .get_or_insert_with(|| bytes::BytesMut::from(&first[..]))
+                        .extend_from_slice(&more);
+                    yielded = 0;
+                }
+                Some(other) => {
+                    self.pending = Some(other);
+                    break;
+                }
+                // Nothing yet. hyper's client decodes the next chunk only on its
+                // connection task's turns, which the poll above asked for: give it a few
+                // (measured: a chunk already read from the socket takes up to three), and
+                // stop when it had nothing more.
+                None if yielded < YIELDS_PER_CHUNK => {
+                    tokio::task::yield_now().await;
+                    yielded += 1;
+                }
+                None => break,
+            }
+        }
+        Ok(Some(Ok(batch.map_or(first, bytes::BytesMut::freeze))))
+    }
+
     async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
         if self.finished {
             return None;
         }
-        let rest = self.rest.as_mut()?;
-        let failure = match tokio::time::timeout(self.idle_timeout, rest.next()).await {
+        let failure = match self.next_batch().await {
             Ok(Some(Ok(chunk))) => {
                 self.marker.scan(&chunk);
                 let Some(reframer) = self.reframer.as_mut() else {
@@ -510,5 +563,29 @@ pub fn error_response(e: ProxyError, client_protocol: Protocol) -> Response {
             &e.to_string(),
             Some("invalid_upstream_answer"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_markers_are_found_across_chunk_seams() {
+        let mut marker = EndMarker::new(Protocol::OpenAi);
+        marker.scan(b"data: {\"x\":1}\n\ndata: [DO");
+        assert!(!marker.seen);
+        marker.scan(b"NE]\n\n");
+        assert!(marker.seen);
+
+        let mut marker = EndMarker::new(Protocol::Anthropic);
+        for chunk in [&b"event: message_"[..], b"s", b"top\ndata: {}\n\n"] {
+            marker.scan(chunk);
+        }
+        assert!(marker.seen);
+
+        let mut marker = EndMarker::new(Protocol::Gemini);
+        marker.scan(b"data: {\"candidates\":[{\"content\":{}}]}\n\n");
+        assert!(!marker.seen, "no finishReason yet");
     }
 }
