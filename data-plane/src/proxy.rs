@@ -355,23 +355,23 @@ impl EndMarker {
         if self.seen {
             return;
         }
-        let n = self.finder.needle().len();
-        if !self.carry.is_empty() {
-            // Only the seam: the carried tail and the first bytes of this chunk.
-            self.carry
-                .extend_from_slice(&chunk[..chunk.len().min(n - 1)]);
-            if self.finder.find(&self.carry).is_some() {
-                self.seen = true;
-                return;
-            }
-        }
-        if self.finder.find(chunk).is_some() {
+        let keep = self.finder.needle().len() - 1;
+        // The seam: the carried tail of what came before, then this chunk's first bytes.
+        self.carry
+            .extend_from_slice(&chunk[..chunk.len().min(keep)]);
+        if self.finder.find(&self.carry).is_some() || self.finder.find(chunk).is_some() {
             self.seen = true;
             return;
         }
-        self.carry.clear();
-        self.carry
-            .extend_from_slice(&chunk[chunk.len().saturating_sub(n - 1)..]);
+        if chunk.len() >= keep {
+            self.carry.clear();
+            self.carry.extend_from_slice(&chunk[chunk.len() - keep..]);
+        } else {
+            // A chunk shorter than the marker: the carry (which now ends with all of it)
+            // keeps its last bytes.
+            let excess = self.carry.len().saturating_sub(keep);
+            self.carry.drain(..excess);
+        }
     }
 }
 
