@@ -150,6 +150,7 @@ impl Shipper {
             instance_id: String::new(),
             sequence,
             key_events,
+            ..Default::default()
         });
     }
 

@@ -49,6 +49,7 @@ impl Reporter {
                 },
                 sequence,
                 key_events,
+                ..Default::default()
             })
             .await
             .unwrap();

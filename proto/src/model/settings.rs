@@ -96,6 +96,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         description: "how long a key cools after a 429 that names no Retry-After, in seconds",
     },
     SettingSpec {
+        name: "error_log_retention_days",
+        default: "30",
+        kind: SettingKind::Integer { min: 1, max: 3_650 },
+        description: "days error records are kept before the retention job deletes them",
+    },
+    SettingSpec {
         name: "first_byte_timeout_ms",
         default: "60000",
         kind: SettingKind::Integer {
@@ -132,6 +138,18 @@ pub const SETTINGS: &[SettingSpec] = &[
         description: "longest silence allowed inside a streamed upstream answer, in milliseconds",
     },
     SettingSpec {
+        name: "log_level",
+        default: "info",
+        kind: SettingKind::OneOf(&["error", "warn", "info", "debug", "trace"]),
+        description: "level of the planes' own process logs (RUST_LOG, when set, wins)",
+    },
+    SettingSpec {
+        name: "log_request_bodies",
+        default: "false",
+        kind: SettingKind::OneOf(&["false", "true"]),
+        description: "whether error records keep the client's request body (at most 16 KiB)",
+    },
+    SettingSpec {
         name: "max_failures",
         default: "3",
         kind: SettingKind::Integer { min: 1, max: 1_000 },
@@ -151,6 +169,24 @@ pub const SETTINGS: &[SettingSpec] = &[
         default: "3",
         kind: SettingKind::Integer { min: 0, max: 50 },
         description: "further attempts on other keys or providers after a retryable failure",
+    },
+    SettingSpec {
+        name: "request_log_buffer",
+        default: "100000",
+        kind: SettingKind::Integer { min: 10, max: 10_000_000 },
+        description: "request records a data plane holds while the control plane is away; past it the oldest are dropped and counted",
+    },
+    SettingSpec {
+        name: "request_log_retention_days",
+        default: "7",
+        kind: SettingKind::Integer { min: 1, max: 3_650 },
+        description: "days request records are kept before the retention job deletes them",
+    },
+    SettingSpec {
+        name: "request_logging",
+        default: "true",
+        kind: SettingKind::OneOf(&["false", "true"]),
+        description: "whether data planes record every request and attempt (error records are kept either way)",
     },
     SettingSpec {
         name: "wait_budget_ms",
@@ -362,6 +398,12 @@ pub struct Settings {
     pub max_retries: u32,
     pub wait_budget: Duration,
     allow_image_urls: bool,
+    pub error_log_retention: Duration,
+    pub log_level: String,
+    pub log_request_bodies: bool,
+    pub request_log_buffer: usize,
+    pub request_log_retention: Duration,
+    pub request_logging: bool,
     gemini_safety_settings: Vec<SafetySetting>,
     gemini_thinking_budgets: BTreeMap<String, i32>,
     hidden_models: Vec<String>,
@@ -411,6 +453,12 @@ impl Settings {
         let hidden_models = parse_model_globs(raw).map_err(|why| spec_of.invalid(raw, &why))?;
         Ok(Self {
             allow_image_urls: get("allow_image_urls")? == "true",
+            error_log_retention: Duration::from_secs(int("error_log_retention_days")? * 86_400),
+            log_level: get("log_level")?.to_string(),
+            log_request_bodies: get("log_request_bodies")? == "true",
+            request_log_buffer: usize::try_from(int("request_log_buffer")?).unwrap_or(usize::MAX),
+            request_log_retention: Duration::from_secs(int("request_log_retention_days")? * 86_400),
+            request_logging: get("request_logging")? == "true",
             gemini_safety_settings,
             gemini_thinking_budgets,
             hidden_models,
