@@ -96,6 +96,53 @@ pub async fn list(attempts: &Attempts<'_>, request: &ClientRequest) -> Response 
         .into_response()
 }
 
+/// `GET /v1/models/{model}` and `GET /v1beta/models/{model}` for a model a route names:
+/// the model as the client's protocol describes one, when a candidate can serve it now.
+/// Answered here rather than by an upstream, which may speak another protocol or know the
+/// model by the name the route rewrites it to. `None` for a model without a route: the
+/// providers of the client's protocol are asked, as for any request.
+pub async fn get(attempts: &Attempts<'_>, request: &ClientRequest) -> Option<Response> {
+    let config = attempts.config;
+    let now = now_ms();
+    let plan = routing::plan(
+        config.routes.values(),
+        &config.providers,
+        &request.model,
+        request.protocol.to_routing(),
+    );
+    plan.matched?;
+    let owner = plan.candidates.iter().find(|c| {
+        c.provider.provider_type == ProviderType::Mock
+            || config
+                .pools
+                .get(&c.provider.name)
+                .is_some_and(|pool| pool.has_usable(now))
+    });
+    let Some(owner) = owner.filter(|_| !config.settings.is_model_hidden(&request.model)) else {
+        return Some(error_response(
+            crate::failover::ProxyError::NoCandidate(format!(
+                "model {:?} is not served here",
+                request.model
+            )),
+            request.protocol,
+        ));
+    };
+    let one: BTreeMap<String, String> =
+        [(request.model.clone(), owner.provider.name.clone())].into();
+    let listing = render(request.protocol, &one);
+    let model = match request.protocol {
+        Protocol::Gemini => listing["models"][0].clone(),
+        Protocol::OpenAi | Protocol::Anthropic => listing["data"][0].clone(),
+    };
+    Some(
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            model.to_string(),
+        )
+            .into_response(),
+    )
+}
+
 /// The model ids in a provider's own listing.
 fn listed_ids(protocol: Protocol, listed: &Value) -> Vec<String> {
     match protocol {

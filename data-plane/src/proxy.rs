@@ -206,6 +206,12 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
     if operation == Operation::ListModels && request.pinned.is_none() {
         return models::list(&attempts, &request).await;
     }
+    if operation == Operation::GetModel
+        && request.pinned.is_none()
+        && let Some(response) = models::get(&attempts, &request).await
+    {
+        return response;
+    }
     match attempts.run(&request).await {
         Ok(committed) => respond(committed, client_protocol, config.settings.idle_timeout),
         Err(e) => error_response(e, client_protocol),

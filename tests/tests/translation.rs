@@ -477,6 +477,36 @@ async fn listings_take_each_protocols_shape_and_hide_what_the_operator_hides() {
             .any(|m| m["id"] == "via-an" && m["type"] == "model"),
         "{body}"
     );
+    // One model, in each protocol's shape, answered whatever the provider speaks.
+    let one = fulcrum_tests::mock::http_request(
+        fleet.addr(),
+        "GET",
+        "/v1beta/models/via-an",
+        &[("x-goog-api-key", &fleet.token)],
+        b"",
+    )
+    .await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json()["name"], "models/via-an", "{}", one.text());
+    let one = fleet
+        .get("/v1/models/via-gm", &[("anthropic-version", "2023-06-01")])
+        .await;
+    assert_eq!(
+        (one.status, one.json()["id"].as_str()),
+        (200, Some("via-gm")),
+        "{}",
+        one.text()
+    );
+    let one = fleet.get("/v1/models/via-vx", &[]).await;
+    assert_eq!(one.status, 404, "hidden: {}", one.text());
+    // A model no route names is the upstream's to describe (the mock knows every name).
+    let one = fleet.get("/v1/models/some-upstream-model", &[]).await;
+    assert_eq!(
+        (one.status, one.json()["owned_by"].as_str()),
+        (200, Some("mock")),
+        "{}",
+        one.text()
+    );
     fleet.stop().await;
 }
 
@@ -567,5 +597,42 @@ async fn route_strategies_spread_and_stick() {
         stuck["oa"] == 10 || stuck["an"] == 10,
         "a sticky route keeps one client on one candidate: {stuck:?}"
     );
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn embeddings_stay_within_their_protocol() {
+    let fleet = Fleet::start().await;
+    let r = fleet
+        .post(
+            "/v1beta/models/via-gm:embedContent",
+            &json!({"content": {"parts": [{"text": "embed me"}]}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["embedding"]["values"].is_array(), "{}", r.text());
+    let sent = fleet.upstream.requests().pop().unwrap();
+    assert_eq!(
+        sent.path_only(),
+        "/v1beta/models/gemini-2.5-flash:embedContent"
+    );
+    // An OpenAI client cannot embed through a Gemini-only route: a clear 404, no upstream call.
+    let calls = fleet.upstream.total_calls();
+    let r = fleet
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "via-gm", "input": "embed me"}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("embed"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(fleet.upstream.total_calls(), calls);
     fleet.stop().await;
 }
