@@ -52,7 +52,7 @@ use serde_json::{Map, Value};
 use crate::anthropic::{self, ContentBlock};
 use crate::gemini::{self, ROLE_MODEL, ROLE_USER};
 use crate::sse::SseEvent;
-use crate::translate::{gemini_schema_to_json_schema, parse_data_url};
+use crate::translate::parse_data_url;
 use crate::{StreamTranslator, TranslateError, TranslateOptions, schema};
 
 /// `max_tokens` of an Anthropic request when the Gemini request sets no `maxOutputTokens`
@@ -1672,43 +1672,19 @@ fn file_to_anthropic(
 fn tools_to_anthropic(
     tools: &[gemini::Tool],
 ) -> Result<Option<Vec<anthropic::Tool>>, TranslateError> {
-    let mut out = Vec::new();
-    for tool in tools {
-        // Google's built-in tools run on Google's side.
-        let builtin = if tool.google_search.is_some() {
-            Some("googleSearch")
-        } else if tool.code_execution.is_some() {
-            Some("codeExecution")
-        } else {
-            tool.extra.keys().next().map(String::as_str)
-        };
-        if let Some(builtin) = builtin {
-            return Err(TranslateError::UnsupportedValue {
-                field: "tools",
-                value: builtin.to_owned(),
-            });
-        }
-        for declaration in tool.function_declarations.iter().flatten() {
-            let input_schema = declaration
-                .parameters_json_schema
-                .clone()
-                .or_else(|| {
-                    declaration
-                        .parameters
-                        .as_ref()
-                        .map(gemini_schema_to_json_schema)
-                })
-                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
-            out.push(anthropic::Tool::Custom(anthropic::CustomTool {
+    let out: Vec<anthropic::Tool> = super::gemini_functions_as_json_schema(tools)?
+        .into_iter()
+        .map(|(declaration, input_schema)| {
+            anthropic::Tool::Custom(anthropic::CustomTool {
                 name: declaration.name.clone(),
                 description: declaration.description.clone(),
                 input_schema,
                 kind: None,
                 cache_control: None,
                 extra: Map::new(),
-            }));
-        }
-    }
+            })
+        })
+        .collect();
     Ok((!out.is_empty()).then_some(out))
 }
 

@@ -70,3 +70,42 @@ pub fn gemini_schema_to_json_schema(schema: &Value) -> Value {
     }
     Value::Object(out)
 }
+
+/// The functions a Gemini request declares, each with its parameters as JSON Schema (an
+/// empty object schema when it has none), for a target that takes JSON Schema. Google's
+/// built-in tools (`googleSearch`, `codeExecution`, ...) run on Google's side, so no
+/// other provider can honour them: they are refused rather than dropped.
+pub fn gemini_functions_as_json_schema(
+    tools: &[crate::gemini::Tool],
+) -> Result<Vec<(&crate::gemini::FunctionDeclaration, Value)>, TranslateError> {
+    let mut out = Vec::new();
+    for tool in tools {
+        let builtin = if tool.google_search.is_some() {
+            Some("googleSearch")
+        } else if tool.code_execution.is_some() {
+            Some("codeExecution")
+        } else {
+            tool.extra.keys().next().map(String::as_str)
+        };
+        if let Some(builtin) = builtin {
+            return Err(TranslateError::UnsupportedValue {
+                field: "tools",
+                value: builtin.to_owned(),
+            });
+        }
+        for declaration in tool.function_declarations.iter().flatten() {
+            let schema = declaration
+                .parameters_json_schema
+                .clone()
+                .or_else(|| {
+                    declaration
+                        .parameters
+                        .as_ref()
+                        .map(gemini_schema_to_json_schema)
+                })
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+            out.push((declaration, schema));
+        }
+    }
+    Ok(out)
+}

@@ -1215,43 +1215,18 @@ fn blob_to_openai(blob: &gemini::Blob) -> Result<openai::ContentPart, TranslateE
 }
 
 fn tools_to_openai(tools: &[gemini::Tool]) -> Result<Option<Vec<openai::Tool>>, TranslateError> {
-    let mut out = Vec::new();
-    for tool in tools {
-        let builtin = if tool.google_search.is_some() {
-            Some("googleSearch")
-        } else if tool.code_execution.is_some() {
-            Some("codeExecution")
-        } else {
-            tool.extra.keys().next().map(String::as_str)
-        };
-        if let Some(builtin) = builtin {
-            return Err(TranslateError::UnsupportedValue {
-                field: "tools",
-                value: builtin.to_owned(),
-            });
-        }
-        for declaration in tool.function_declarations.iter().flatten() {
-            let parameters = declaration
-                .parameters_json_schema
-                .clone()
-                .or_else(|| {
-                    declaration
-                        .parameters
-                        .as_ref()
-                        .map(gemini_schema_to_json_schema)
-                })
-                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
-            out.push(openai::Tool::Function {
-                function: openai::FunctionDefinition {
-                    name: declaration.name.clone(),
-                    description: declaration.description.clone(),
-                    parameters: Some(parameters),
-                    strict: None,
-                    extra: Map::new(),
-                },
-            });
-        }
-    }
+    let out: Vec<openai::Tool> = super::gemini_functions_as_json_schema(tools)?
+        .into_iter()
+        .map(|(declaration, parameters)| openai::Tool::Function {
+            function: openai::FunctionDefinition {
+                name: declaration.name.clone(),
+                description: declaration.description.clone(),
+                parameters: Some(parameters),
+                strict: None,
+                extra: Map::new(),
+            },
+        })
+        .collect();
     Ok((!out.is_empty()).then_some(out))
 }
 
