@@ -1,10 +1,11 @@
-//! The admin gRPC client: one channel to the control plane with the admin token attached
-//! to every call.
+//! The admin gRPC clients (`AdminService`, `LogService`): one channel to the control plane
+//! with the admin token attached to every call.
 
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use fulcrum_proto::pb::admin_service_client::AdminServiceClient;
+use fulcrum_proto::pb::log_service_client::LogServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -23,11 +24,15 @@ pub const BULK_TIMEOUT: Duration = Duration::from_secs(300);
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
+pub type LogClient = LogServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds `authorization: Bearer <admin token>` to every request, and the default deadline to
-/// requests without one.
+/// requests without one (unless made for streams that last until the user stops them).
 #[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
+pub struct Bearer {
+    value: MetadataValue<Ascii>,
+    deadline: Option<Duration>,
+}
 
 impl Bearer {
     pub fn new(token: &str) -> anyhow::Result<Self> {
@@ -36,7 +41,10 @@ impl Bearer {
         })?;
         // Keeps the token out of debug output of the request.
         value.set_sensitive(true);
-        Ok(Self(value))
+        Ok(Self {
+            value,
+            deadline: Some(REQUEST_TIMEOUT),
+        })
     }
 }
 
@@ -47,9 +55,11 @@ impl Interceptor for Bearer {
     ) -> Result<tonic::Request<()>, tonic::Status> {
         request
             .metadata_mut()
-            .insert("authorization", self.0.clone());
-        if !request.metadata().contains_key("grpc-timeout") {
-            request.set_timeout(REQUEST_TIMEOUT);
+            .insert("authorization", self.value.clone());
+        if let Some(deadline) = self.deadline
+            && !request.metadata().contains_key("grpc-timeout")
+        {
+            request.set_timeout(deadline);
         }
         Ok(request)
     }
@@ -68,6 +78,28 @@ pub fn normalize_endpoint(endpoint: &str) -> String {
 /// Connects eagerly, so that an unreachable control plane is reported as such before any
 /// request is built.
 pub async fn connect(endpoint: &str, token: Option<&str>) -> anyhow::Result<AdminClient> {
+    let (channel, bearer) = open(endpoint, token).await?;
+    Ok(AdminServiceClient::with_interceptor(channel, bearer)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Like [`connect`], for `LogService`. With `streaming`, calls get no default deadline:
+/// `logs tail` runs until the user stops it.
+pub async fn connect_logs(
+    endpoint: &str,
+    token: Option<&str>,
+    streaming: bool,
+) -> anyhow::Result<LogClient> {
+    let (channel, mut bearer) = open(endpoint, token).await?;
+    if streaming {
+        bearer.deadline = None;
+    }
+    Ok(LogServiceClient::with_interceptor(channel, bearer)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+async fn open(endpoint: &str, token: Option<&str>) -> anyhow::Result<(Channel, Bearer)> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         bail!("no admin token given (set FULCRUM_TOKEN or --token)");
     };
@@ -83,9 +115,7 @@ pub async fn connect(endpoint: &str, token: Option<&str>) -> anyhow::Result<Admi
             error_chain(&err)
         )
     })?;
-    Ok(AdminServiceClient::with_interceptor(channel, bearer)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES))
+    Ok((channel, bearer))
 }
 
 /// An error and its sources as one line, skipping repeats (tonic and hyper often wrap an

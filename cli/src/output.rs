@@ -7,7 +7,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fulcrum_proto::model::{KeyState, ProviderType, RouteStrategy};
+use fulcrum_proto::model::{ClientProtocol, KeyState, ProviderType, RouteStrategy};
 use fulcrum_proto::pb;
 use serde_json::{Value, json};
 
@@ -181,7 +181,97 @@ pub fn until(unix_ms: i64, now_ms: i64) -> String {
     }
 }
 
+/// A timestamp as `2025-01-02 15:04:05.123` (UTC); `-` when unset (0).
+pub fn utc_time(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "-".to_string();
+    }
+    let secs = unix_ms.div_euclid(1_000);
+    let millis = unix_ms.rem_euclid(1_000);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let of_day = secs.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{millis:03}",
+        of_day / 3_600,
+        (of_day % 3_600) / 60,
+        of_day % 60
+    )
+}
+
+/// The (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian; Howard
+/// Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The day count since 1970-01-01 of a date; the inverse of [`civil_from_days`].
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Values as a line of block characters, scaled to the largest.
+pub fn sparkline(values: &[u64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().copied().max().unwrap_or(0);
+    values
+        .iter()
+        .map(|v| {
+            if *v == 0 || max == 0 {
+                ' '
+            } else {
+                let level = (v.saturating_mul(8)).div_ceil(max).saturating_sub(1);
+                BARS[usize::try_from(level).unwrap_or(7).min(7)]
+            }
+        })
+        .collect()
+}
+
+/// Milliseconds as `850ms` or `12.3s`.
+pub fn millis(ms: u32) -> String {
+    if ms < 10_000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", f64::from(ms) / 1_000.0)
+    }
+}
+
 // === enum names ===
+
+pub fn error_class_name(value: i32) -> &'static str {
+    match pb::ErrorClass::try_from(value) {
+        Ok(pb::ErrorClass::Unspecified) => "",
+        Ok(pb::ErrorClass::Client) => "client",
+        Ok(pb::ErrorClass::RateLimited) => "rate_limited",
+        Ok(pb::ErrorClass::Unauthorized) => "unauthorized",
+        Ok(pb::ErrorClass::Upstream) => "upstream",
+        Ok(pb::ErrorClass::Network) => "network",
+        Ok(pb::ErrorClass::Timeout) => "timeout",
+        Ok(pb::ErrorClass::NoCandidate) => "no_candidate",
+        Ok(pb::ErrorClass::Translation) => "translation",
+        Ok(pb::ErrorClass::StreamCut) => "stream_cut",
+        Ok(pb::ErrorClass::Auth) => "auth",
+        Err(_) => "unknown",
+    }
+}
+
+pub fn protocol_name(value: i32) -> &'static str {
+    ClientProtocol::from_pb(value).map_or("unknown", ClientProtocol::as_str)
+}
 
 pub fn provider_type_name(value: i32) -> &'static str {
     ProviderType::from_pb(value).map_or("unspecified", ProviderType::as_str)
@@ -340,6 +430,58 @@ pub fn setting_json(s: &pb::SettingInfo) -> Value {
     })
 }
 
+/// A record for scripts; the request body (only kept when `log_request_bodies` is on) as
+/// text, lossily.
+pub fn record_json(r: &pb::RequestRecord) -> Value {
+    let mut value = json!({
+        "at_unix_ms": r.at_unix_ms,
+        "request_id": r.request_id,
+        "node": r.node,
+        "client_token": r.client_token,
+        "client_protocol": protocol_name(r.client_protocol),
+        "operation": r.operation,
+        "route": r.route,
+        "model_requested": r.model_requested,
+        "model_served": r.model_served,
+        "provider": r.provider,
+        "key_id": r.key_id,
+        "status": r.status,
+        "latency_ms": r.latency_ms,
+        "ttfb_ms": r.ttfb_ms,
+        "input_tokens": r.input_tokens,
+        "output_tokens": r.output_tokens,
+        "attempt": r.attempt,
+        "error_class": error_class_name(r.error_class),
+        "stream": r.stream,
+        "error_excerpt": r.error_excerpt,
+    });
+    if !r.request_body.is_empty() {
+        value["request_body"] = json!(String::from_utf8_lossy(&r.request_body));
+    }
+    value
+}
+
+pub fn stats_counts_json(c: &pb::StatsCounts) -> Value {
+    let errors: serde_json::Map<String, Value> = c
+        .errors
+        .iter()
+        .map(|e| (error_class_name(e.error_class).to_string(), json!(e.count)))
+        .collect();
+    json!({
+        "requests": c.requests,
+        "successes": c.successes,
+        "client_errors": c.client_errors,
+        "server_errors": c.server_errors,
+        "other_status": c.other_status,
+        "errors": errors,
+        "input_tokens": c.input_tokens,
+        "output_tokens": c.output_tokens,
+        "success_rate": c.success_rate,
+        "latency_avg_ms": c.latency_avg_ms,
+        "latency_p50_ms": c.latency_p50_ms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,7 +542,27 @@ mod tests {
     }
 
     #[test]
+    fn times_read_as_utc() {
+        assert_eq!(utc_time(0), "-");
+        assert_eq!(utc_time(1_700_000_123_456), "2023-11-14 22:15:23.456");
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00.000");
+        for days in [-1_000, 0, 11_016, 19_000, 60_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(sparkline(&[0, 1, 7, 14]), " ▁▄█");
+        assert_eq!(millis(850), "850ms");
+        assert_eq!(millis(12_345), "12.3s");
+    }
+
+    #[test]
     fn enum_names_are_lowercase() {
+        assert_eq!(
+            error_class_name(pb::ErrorClass::RateLimited as i32),
+            "rate_limited"
+        );
+        assert_eq!(error_class_name(0), "");
+        assert_eq!(protocol_name(pb::ClientProtocol::Gemini as i32), "gemini");
         assert_eq!(
             provider_type_name(pb::ProviderType::Openai as i32),
             "openai"

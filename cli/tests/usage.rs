@@ -25,6 +25,8 @@ fn help_lists_the_commands() {
         "tokens",
         "settings",
         "status",
+        "logs",
+        "stats",
     ] {
         assert!(help.contains(command), "help lacks {command}: {help}");
     }
@@ -42,4 +44,28 @@ fn usage_errors_exit_2_and_missing_token_exits_1() {
         stderr.starts_with("error: ") && stderr.contains("FULCRUM_TOKEN"),
         "{stderr}"
     );
+}
+
+#[test]
+fn log_and_stats_input_is_checked_before_connecting() {
+    for (args, needle) in [
+        (&["logs", "search", "--status", "42"][..], "invalid status"),
+        (&["logs", "search", "--since", "5y"][..], "invalid duration"),
+        (
+            &["logs", "search", "--from", "yesterday"][..],
+            "invalid time",
+        ),
+        (&["logs", "tail", "--key", "nope"][..], "invalid key id"),
+        (&["stats", "--window", "2h"][..], "--window"),
+        (
+            &["stats", "--by", "model", "--key", "0123456789abcdef"][..],
+            "--key needs --by key",
+        ),
+        (&["keys", "usage", "xyz"][..], "invalid key id"),
+    ] {
+        let out = fulcrumctl(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
 }

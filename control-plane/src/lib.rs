@@ -1,6 +1,7 @@
-//! Fulcrum's control plane: owns config, the key inventory and key health in sled, and
-//! serves them over gRPC (`AdminService` for operators, `DiscoveryService` for data planes),
-//! with `/healthz` and `/metrics` over HTTP.
+//! Fulcrum's control plane: owns config, the key inventory, key health and the request
+//! logs in sled, and serves them over gRPC (`AdminService` and `LogService` for operators,
+//! `DiscoveryService` and `TelemetryService` for data planes), with `/healthz` and
+//! `/metrics` over HTTP.
 
 pub mod admin;
 pub mod auth;
@@ -8,6 +9,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod logs;
 pub mod sessions;
 pub mod snapshot;
 pub mod store;
@@ -21,8 +23,10 @@ use fulcrum_proto::model::Secret;
 use fulcrum_proto::pb;
 use fulcrum_proto::pb::admin_service_server::AdminServiceServer;
 use fulcrum_proto::pb::discovery_service_server::DiscoveryServiceServer;
+use fulcrum_proto::pb::log_service_server::LogServiceServer;
 use fulcrum_proto::pb::telemetry_service_server::TelemetryServiceServer;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
@@ -33,6 +37,8 @@ use crate::admin::Admin;
 use crate::auth::BearerAuth;
 use crate::discovery::{Discovery, NodeRegistry};
 use crate::health::KeyHealth;
+use crate::logs::LogStore;
+use crate::logs::service::Logs;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
@@ -69,6 +75,7 @@ pub struct Tokens {
 /// An opened control plane: store open and tokens loaded, not yet serving.
 pub struct ControlPlane {
     store: Store,
+    logs: LogStore,
     tokens: Tokens,
 }
 
@@ -85,12 +92,15 @@ impl ControlPlane {
                 dir.display()
             ))
         })?;
+        let logs = LogStore::open(&store)
+            .map_err(|e| Error::Startup(format!("cannot open the log trees: {e}")))?;
         let (admin, admin_generated) =
             auth::load_or_create(dir, "admin.token", "fca_", config.admin_token.as_deref())?;
         let (join, join_generated) =
             auth::load_or_create(dir, "join.token", "fcj_", config.join_token.as_deref())?;
         Ok(Self {
             store,
+            logs,
             tokens: Tokens {
                 admin,
                 join,
@@ -108,6 +118,11 @@ impl ControlPlane {
         &self.store
     }
 
+    /// The request and error logs, for tests and embedding.
+    pub fn logs(&self) -> &LogStore {
+        &self.logs
+    }
+
     /// Serves gRPC and HTTP on the given listeners until `shutdown` resolves (or a server
     /// fails), then marks the services not serving, ends config streams, drains in-flight
     /// calls for at most 10 s and flushes the store.
@@ -116,7 +131,11 @@ impl ControlPlane {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let Self { store, tokens } = self;
+        let Self {
+            store,
+            logs,
+            tokens,
+        } = self;
         let nodes = NodeRegistry::default();
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -127,7 +146,8 @@ impl ControlPlane {
         let admin_name = <AdminServiceServer<Admin> as NamedService>::NAME;
         let discovery_name = <DiscoveryServiceServer<Discovery> as NamedService>::NAME;
         let telemetry_name = <TelemetryServiceServer<Telemetry> as NamedService>::NAME;
-        let services = [admin_name, discovery_name, telemetry_name, ""];
+        let logs_name = <LogServiceServer<Logs> as NamedService>::NAME;
+        let services = [admin_name, discovery_name, telemetry_name, logs_name, ""];
         for name in services {
             health
                 .set_service_status(name, tonic_health::ServingStatus::Serving)
@@ -162,9 +182,16 @@ impl ControlPlane {
         };
         let key_health = KeyHealth::new(store.clone())
             .map_err(|e| Error::Startup(format!("cannot load key health from the store: {e}")))?;
-        let telemetry = TelemetryServiceServer::new(Telemetry::new(key_health.clone(), sessions))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let telemetry = TelemetryServiceServer::new(Telemetry::new(
+            key_health.clone(),
+            logs.clone(),
+            sessions.clone(),
+        ))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let log_service = LogServiceServer::new(Logs::new(logs.clone(), sessions))
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let mut cooldowns = tokio::spawn(key_health.run_cooldown_timer(stop_rx.clone()));
+        let mut retention = tokio::spawn(logs::retention::run(logs.clone(), stop_rx.clone()));
 
         let grpc_addr = addr(&listeners.grpc);
         let http_addr = addr(&listeners.http);
@@ -184,8 +211,19 @@ impl ControlPlane {
                 telemetry,
                 BearerAuth::new(&tokens.join, "join"),
             ))
+            .add_service(InterceptedService::new(
+                log_service,
+                BearerAuth::new(&tokens.admin, "admin"),
+            ))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.grpc),
+                // tonic applies its `tcp_nodelay` only to listeners it binds itself.
+                // Without it a small answer waits for the client's delayed ACK (40 ms).
+                TcpListenerStream::new(listeners.grpc).map(|stream| {
+                    if let Ok(stream) = &stream {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    stream
+                }),
                 stopped(stop_rx.clone()),
             );
         let http = axum::serve(
@@ -193,6 +231,7 @@ impl ControlPlane {
             web::router(web::Web {
                 store: store.clone(),
                 nodes: nodes.clone(),
+                logs: logs.clone(),
             }),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()));
@@ -220,6 +259,7 @@ impl ControlPlane {
                 let _ = (&mut http).await;
             }
             let _ = (&mut cooldowns).await;
+            let _ = (&mut retention).await;
         })
         .await;
         // The servers are gone, and with them the services' own handles: what is left are
@@ -235,6 +275,7 @@ impl ControlPlane {
             grpc.abort();
             http.abort();
             cooldowns.abort();
+            retention.abort();
         }
         store
             .flush()

@@ -1,5 +1,13 @@
 //! `TelemetryService`: acknowledged report batches from the data planes. Key events go to
-//! [`KeyHealth`]; each batch is acknowledged once its effects are durable.
+//! [`KeyHealth`], request records to the [`LogStore`]; each batch is acknowledged once its
+//! effects are durable.
+//!
+//! Repeats: a batch is applied only if its sequence is above the highest one applied for
+//! its instance. That number is kept in memory and, for every batch with records, in the
+//! `log_applied` tree in the records' own transaction, so a batch sent again after a
+//! control-plane restart is recognised from the store and its records are never stored
+//! twice. (A batch of key events only is recognised from memory: applying key events
+//! twice after a restart is harmless.)
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -13,23 +21,27 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::health::KeyHealth;
+use crate::logs::{Ingested, LogStore};
 use crate::sessions::Sessions;
 
 /// Serves report streams.
 #[derive(Clone)]
 pub struct Telemetry {
     health: KeyHealth,
+    logs: LogStore,
     /// Highest sequence applied per data-plane instance, so that a batch sent again after a
-    /// reconnect is acknowledged without being applied twice.
+    /// reconnect is acknowledged without being applied twice (seeded from the store when
+    /// an instance opens a stream).
     applied: Arc<Mutex<HashMap<String, u64>>>,
     /// Each stream's task holds a clone; also carries the shutdown signal.
     sessions: Sessions,
 }
 
 impl Telemetry {
-    pub fn new(health: KeyHealth, sessions: Sessions) -> Self {
+    pub fn new(health: KeyHealth, logs: LogStore, sessions: Sessions) -> Self {
         Self {
             health,
+            logs,
             applied: Arc::default(),
             sessions,
         }
@@ -76,19 +88,44 @@ impl Telemetry {
                         let _ = tx.send(Err(status)).await;
                         return;
                     }
-                    identity = Some((node.clone(), batch.instance_id.clone()));
-                    (node, batch.instance_id.clone())
+                    let instance = batch.instance_id.clone();
+                    match self.logs.applied(&instance) {
+                        Ok(stored) => self.mark_applied(&instance, stored),
+                        Err(e) => {
+                            tracing::error!(node = %node, error = %e, "cannot read the applied batch sequence");
+                            let _ = tx.send(Err(unavailable())).await;
+                            return;
+                        }
+                    }
+                    identity = Some((node.clone(), instance.clone()));
+                    (node, instance)
                 }
             };
+            self.logs.note_dropped(&instance, batch.dropped_records);
             if batch.sequence > self.last_applied(&instance) {
+                // Key events first: if the records then fail, the batch is sent again and
+                // its key events applied twice, which is harmless; the other order could
+                // lose them.
                 if let Err(e) = self.health.apply(&node, batch.key_events).await {
                     tracing::error!(node = %node, error = %e, "cannot apply key events");
-                    let _ = tx
-                        .send(Err(Status::unavailable(
-                            "the control plane could not store the report; send it again",
-                        )))
-                        .await;
+                    let _ = tx.send(Err(unavailable())).await;
                     return;
+                }
+                let records = batch.records.len();
+                match self
+                    .logs
+                    .ingest(&instance, batch.sequence, batch.records)
+                    .await
+                {
+                    Ok(Ingested::Repeat) => {
+                        tracing::debug!(node = %node, sequence = batch.sequence, "batch stored before; not stored again");
+                    }
+                    Ok(Ingested::Stored { .. }) => {}
+                    Err(e) => {
+                        tracing::error!(node = %node, records, error = %e, "cannot store request records");
+                        let _ = tx.send(Err(unavailable())).await;
+                        return;
+                    }
                 }
                 self.mark_applied(&instance, batch.sequence);
             }
@@ -100,6 +137,10 @@ impl Telemetry {
             }
         }
     }
+}
+
+fn unavailable() -> Status {
+    Status::unavailable("the control plane could not store the report; send it again")
 }
 
 type ReportStream = Pin<Box<dyn Stream<Item = Result<pb::ReportResponse, Status>> + Send>>;

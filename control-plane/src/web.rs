@@ -1,4 +1,8 @@
 //! The control plane's HTTP listener: `/healthz` and `/metrics` (Prometheus text).
+//!
+//! Gauges are read from the store at scrape time; the log counters count since this
+//! process started. Labels come from enums (key state, record kind), never from keys or
+//! tokens.
 
 use axum::Router;
 use axum::extract::State;
@@ -6,11 +10,13 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::discovery::NodeRegistry;
+use crate::logs::LogStore;
 use crate::store::{Store, TreeId};
 
 /// What the HTTP handlers read: small handles, no locks of their own.
@@ -18,6 +24,7 @@ use crate::store::{Store, TreeId};
 pub struct Web {
     pub store: Store,
     pub nodes: NodeRegistry,
+    pub logs: LogStore,
 }
 
 pub fn router(web: Web) -> Router {
@@ -107,6 +114,39 @@ fn render(web: &Web) -> Result<String, String> {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
     registry.register("keys", "Provider keys by state", keys);
+
+    let logs = web.logs.counters();
+    let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let c: Counter = Counter::default();
+        c.inc_by(value);
+        registry.register(name, help, c);
+    };
+    counter(
+        &mut registry,
+        "log_batches_stored",
+        "Report batches whose records were stored since start",
+        logs.batches_stored,
+    );
+    let records = Family::<Vec<(String, String)>, Counter>::default();
+    for (kind, value) in [
+        ("request", logs.requests_stored),
+        ("error", logs.errors_stored),
+    ] {
+        records
+            .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+            .inc_by(value);
+    }
+    registry.register(
+        "log_records_stored",
+        "Request and error records stored since start",
+        records,
+    );
+    counter(
+        &mut registry,
+        "log_records_dropped_by_data_planes",
+        "Records data planes dropped before sending them (latest count of each instance seen since start, summed)",
+        logs.dropped_by_data_planes,
+    );
     let mut out = String::new();
     encode(&mut out, &registry).map_err(|e| e.to_string())?;
     Ok(out)

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use fulcrum_control::{Config, ControlPlane, Listeners, store::Store};
 use fulcrum_proto::pb;
 use fulcrum_proto::pb::admin_service_client::AdminServiceClient;
+use fulcrum_proto::pb::log_service_client::LogServiceClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
@@ -13,6 +14,8 @@ use tonic::transport::Channel;
 
 /// Admin client that sends the admin token on every call.
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, BearerToken>>;
+/// Log client that sends the admin token on every call.
+pub type LogClient = LogServiceClient<InterceptedService<Channel, BearerToken>>;
 
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
@@ -110,6 +113,20 @@ impl ControlPlaneHandle {
         AdminServiceClient::with_interceptor(channel, BearerToken(token))
             .max_decoding_message_size(fulcrum_control::MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(fulcrum_control::MAX_GRPC_MESSAGE_BYTES)
+    }
+
+    /// A `LogService` client with the admin token.
+    pub async fn logs(&self) -> LogClient {
+        let channel = Channel::from_shared(self.endpoint())
+            .expect("valid endpoint")
+            .connect()
+            .await
+            .expect("connect to the control plane");
+        let token = format!("Bearer {}", self.admin_token)
+            .parse()
+            .expect("ascii token");
+        LogServiceClient::with_interceptor(channel, BearerToken(token))
+            .max_decoding_message_size(fulcrum_control::MAX_GRPC_MESSAGE_BYTES)
     }
 
     /// Current status from the admin API.

@@ -66,6 +66,8 @@ pub enum KeysCommand {
         #[arg(required = true, value_parser = parse_key_id)]
         ids: Vec<String>,
     },
+    /// One key's traffic over a window: calls, statuses, error classes, tokens, latency.
+    Usage(super::stats::UsageArgs),
 }
 
 pub async fn run(
@@ -105,6 +107,9 @@ pub async fn run(
             let request = pb::DeleteKeysRequest { ids: ids.clone() };
             let response = client.delete_keys(request).await?.into_inner();
             changed(format, "removed", response.deleted, response.revision)
+        }
+        KeysCommand::Usage(_) => {
+            unreachable!("commands::run serves keys usage with a LogService client")
         }
     }
 }
@@ -310,7 +315,7 @@ fn parse_limit(value: &str) -> Result<usize, String> {
 }
 
 /// 16 lowercase hex characters, as the control plane derives them.
-fn parse_key_id(value: &str) -> Result<String, String> {
+pub(crate) fn parse_key_id(value: &str) -> Result<String, String> {
     let ok = value.len() == 16
         && value
             .bytes()

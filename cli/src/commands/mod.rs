@@ -4,9 +4,11 @@
 //! as a usage error before any connection is made.
 
 mod keys;
+mod logs;
 mod providers;
 mod routes;
 mod settings;
+mod stats;
 mod status;
 mod tokens;
 mod up;
@@ -14,7 +16,7 @@ mod up;
 use clap::{Args, Parser, Subcommand};
 use tonic::Code;
 
-use crate::client::{self, AdminClient};
+use crate::client::{self, AdminClient, LogClient};
 use crate::output::Format;
 
 /// Administer a Fulcrum LLM gateway, or run one locally with `up`.
@@ -66,6 +68,11 @@ pub enum Command {
     Settings(settings::SettingsCommand),
     /// Show the revision, counts and connected data planes.
     Status,
+    /// Search and follow the request and error records the data planes report.
+    #[command(subcommand)]
+    Logs(logs::LogsCommand),
+    /// Requests, statuses, errors, tokens and latency per key, model or provider.
+    Stats(stats::StatsArgs),
 }
 
 impl Cli {
@@ -78,6 +85,7 @@ impl Cli {
         match &self.command {
             Command::Settings(cmd) => settings::check(cmd),
             Command::Routes(cmd) => routes::check(cmd),
+            Command::Stats(args) => stats::check(args),
             _ => Ok(()),
         }
     }
@@ -90,6 +98,9 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Providers(cmd) => {
             providers::run(cmd, &mut connect(global).await?, global.output).await
         }
+        Command::Keys(keys::KeysCommand::Usage(args)) => {
+            stats::key_usage(args, &mut connect_logs(global, false).await?, global.output).await
+        }
         Command::Keys(cmd) => keys::run(cmd, &mut connect(global).await?, global.output).await,
         Command::Routes(cmd) => routes::run(cmd, &mut connect(global).await?, global.output).await,
         Command::Tokens(cmd) => tokens::run(cmd, &mut connect(global).await?, global.output).await,
@@ -97,11 +108,27 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             settings::run(cmd, &mut connect(global).await?, global.output).await
         }
         Command::Status => status::run(&mut connect(global).await?, global.output).await,
+        Command::Logs(cmd) => {
+            let streaming = matches!(cmd, logs::LogsCommand::Tail(_));
+            logs::run(
+                cmd,
+                &mut connect_logs(global, streaming).await?,
+                global.output,
+            )
+            .await
+        }
+        Command::Stats(args) => {
+            stats::run(args, &mut connect_logs(global, false).await?, global.output).await
+        }
     }
 }
 
 async fn connect(global: &GlobalArgs) -> anyhow::Result<AdminClient> {
     client::connect(&global.endpoint, global.token.as_deref()).await
+}
+
+async fn connect_logs(global: &GlobalArgs, streaming: bool) -> anyhow::Result<LogClient> {
+    client::connect_logs(&global.endpoint, global.token.as_deref(), streaming).await
 }
 
 /// One line for stderr. gRPC errors show the server's message, which names the culprit;

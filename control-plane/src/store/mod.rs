@@ -2,7 +2,8 @@
 //!
 //! Trees: `meta` (revision, store id), `changelog` (revision -> what it touched),
 //! `providers`, `keys`, `routes`, `client_tokens`, `settings`. Values are the `fulcrum.v1`
-//! protobuf messages (settings: the raw value string).
+//! protobuf messages (settings: the raw value string). The request and error logs live in
+//! trees of the same database that `crate::logs` owns and writes on its own.
 //!
 //! Every write goes through [`Store::commit`]: one sled transaction over all trees that
 //! applies the change, bumps the revision by one and appends one change-log entry naming
@@ -168,6 +169,13 @@ impl Store {
 
     pub(crate) fn tree(&self, id: TreeId) -> &sled::Tree {
         &self.inner.trees[id as usize]
+    }
+
+    /// Opens (or creates) a tree that another module owns in this database (the log
+    /// trees, see `crate::logs`), so that [`Store::flush`] covers it too. Its writes never
+    /// go through [`Store::commit`] and never bump the revision.
+    pub(crate) fn open_tree(&self, name: &str) -> Result<sled::Tree, Error> {
+        Ok(self.inner.db.open_tree(name)?)
     }
 
     /// Makes everything committed so far durable on disk.

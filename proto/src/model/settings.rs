@@ -173,7 +173,10 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "request_log_buffer",
         default: "100000",
-        kind: SettingKind::Integer { min: 10, max: 10_000_000 },
+        kind: SettingKind::Integer {
+            min: 10,
+            max: 10_000_000,
+        },
         description: "request records a data plane holds while the control plane is away; past it the oldest are dropped and counted",
     },
     SettingSpec {
