@@ -9,9 +9,12 @@
 #   WARMUP=3s          unmeasured run before each row
 #   CONNECTIONS="32 128"
 #   WRK_THREADS=1      wrk threads (all on CPU 0)
-#   MODES="json stream gemini-json gemini-stream"  json: plain POST; stream: the same with
-#                      "stream":true; gemini-*: the same OpenAI requests routed to a gemini
-#                      provider (translated both ways; fulcrum rows only)
+#   MODES="json json-log stream gemini-json gemini-stream"  json: plain POST; stream: the
+#                      same with "stream":true; gemini-*: the same OpenAI requests routed to
+#                      a gemini provider (translated both ways; fulcrum rows only). These
+#                      run with request_logging off, as nginx runs with access_log off;
+#                      *-log: the same with request_logging on (fulcrum rows only), to
+#                      measure what request records cost
 #   KEYS=1000          provider keys loaded into the control plane
 #   READY_RUNS=5       fulcrum-proxy starts timed for "ready after exec"
 #   LOAD_CPU=0 PROXY_CPU=1   CPUs for wrk + mock (+ control plane) and for the proxy under test
@@ -20,13 +23,13 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 CONNECTIONS=${CONNECTIONS:-"32 128"}
 WRK_THREADS=${WRK_THREADS:-1}
-MODES=${MODES:-"json stream gemini-json gemini-stream"}
+MODES=${MODES:-"json json-log stream gemini-json gemini-stream"}
 KEYS=${KEYS:-1000}
 READY_RUNS=${READY_RUNS:-5}
 LOAD_CPU=${LOAD_CPU:-0}
@@ -39,7 +42,7 @@ for arg in "$@"; do
         --install) INSTALL=1 ;;
         --no-build) BUILD=0 ;;
         -h | --help)
-            sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -429,17 +432,36 @@ run_row() { # target mode conns url auth body pids...
     fi
 }
 
+# The revision fulcrum-proxy has applied, from its /metrics.
+proxy_revision() {
+    curl -s --max-time 2 "http://127.0.0.1:$PROXY_PORT/metrics" | awk '$1 == "fulcrum_config_revision" { print $2 }'
+}
+# Sets a setting and waits (at most 10 s) until fulcrum-proxy runs with it.
+set_setting() { # name value
+    local before i
+    before=$(proxy_revision)
+    ctl settings set "$1" "$2" >/dev/null
+    for i in $(seq 200); do
+        [ "$(proxy_revision)" != "$before" ] && return 0
+        sleep 0.05
+    done
+    die "fulcrum-proxy did not apply $1=$2"
+}
+
+# Like nginx's access_log off; the *-log rows turn records on.
+set_setting request_logging false
 for mode in $MODES; do
     case "$mode" in
-        json) body=$BODY ;;
-        stream) body=$SBODY ;;
+        json | json-log) body=$BODY ;;
+        stream | stream-log) body=$SBODY ;;
         gemini-json) body=$GBODY ;;
         gemini-stream) body=$GSBODY ;;
-        *) die "unknown mode $mode (json, stream, gemini-json, gemini-stream)" ;;
+        *) die "unknown mode $mode (json, json-log, stream, stream-log, gemini-json, gemini-stream)" ;;
     esac
+    case "$mode" in *-log) set_setting request_logging true ;; esac
     for c in $CONNECTIONS; do
         case "$mode" in
-            gemini-*) ;; # nothing to compare with: only Fulcrum translates
+            gemini-* | *-log) ;; # nothing to compare with: only Fulcrum translates and logs
             *)
                 run_row direct "$mode" "$c" "http://$MOCK_ADDR" "$DIRECT_AUTH" "$body"
                 [ -z "$NGINX_PORT" ] || run_row nginx "$mode" "$c" "http://127.0.0.1:$NGINX_PORT" "$DIRECT_AUTH" "$body" "${NGINX_PIDS[@]}"
@@ -447,7 +469,9 @@ for mode in $MODES; do
         esac
         run_row fulcrum "$mode" "$c" "http://127.0.0.1:$PROXY_PORT" "$CLIENT_TOKEN" "$body" "$PROXY_PID"
     done
+    case "$mode" in *-log) set_setting request_logging false ;; esac
 done
+LOG_DROPPED=$(curl -s --max-time 2 "http://127.0.0.1:$PROXY_PORT/metrics" | awk '$1 == "fulcrum_log_records_dropped_total" { print $2 }')
 kill -0 "$PROXY_PID" 2>/dev/null || log "WARNING: fulcrum-proxy is no longer running: $(tail -n 5 "$TMP/proxy.log")"
 PROXY_WARNINGS=$(grep -ciE 'warn|error' "$TMP/proxy.log" || true)
 
@@ -480,6 +504,24 @@ for pair in json:gemini-json stream:gemini-stream; do
     ratio=$(awk -v a="${CPU_US[fulcrum/$translated/$max_c]}" -v b="${CPU_US[fulcrum/$plain/$max_c]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
     TARGETS+=("| CPU per request, OpenAI client to gemini provider ÷ pass-through ($translated vs $plain, $max_c connections) | ≤ 2.0 | $ratio (${CPU_US[fulcrum/$translated/$max_c]} vs ${CPU_US[fulcrum/$plain/$max_c]} µs) | $(verdict "$(awk -v r="$ratio" 'BEGIN { print (r > 0 && r <= 2) }')") |")
 done
+# The cost of request records: the proxy's CPU per request with request_logging off ÷ on
+# is the share of its throughput left with records on, where the proxy is the bottleneck.
+# (req/s is shown too, but here the control plane storing the records shares the load CPU
+# with wrk and the mock, which lowers req/s whatever the proxy does.)
+for pair in json-log:json stream-log:stream; do
+    on=${pair%%:*} off=${pair#*:}
+    printf '%s\n' $MODES | grep -qx "$on" || continue
+    printf '%s\n' $MODES | grep -qx "$off" || continue
+    worst=
+    detail=
+    for c in $CONNECTIONS; do
+        r=$(awk -v a="${CPU_US[fulcrum/$off/$c]}" -v b="${CPU_US[fulcrum/$on/$c]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+        q=$(awk -v a="${RPS[fulcrum/$on/$c]}" -v b="${RPS[fulcrum/$off/$c]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+        detail+="c=$c: ${CPU_US[fulcrum/$off/$c]} ÷ ${CPU_US[fulcrum/$on/$c]} µs = $r, req/s ratio $q; "
+        worst=$(awk -v a="${worst:-9e9}" -v b="$r" 'BEGIN { print (b < a) ? b : a }')
+    done
+    TARGETS+=("| fulcrum throughput with request_logging on ÷ off: proxy CPU µs/req off ÷ on ($on vs $off rows, lowest over connections) | ≥ 0.90 | $worst (${detail%; }) | $(verdict "$(awk -v w="$worst" 'BEGIN { print (w >= 0.9) }')") |")
+done
 TARGETS+=("| fulcrum-proxy exec → first 200 on /readyz (median of $READY_RUNS) | ≤ 200 ms | $READY_MEDIAN ms (runs: ${READY_SORTED% }) | $(verdict "$(awk -v r="$READY_MEDIAN" 'BEGIN { print (r <= 200) }')") |")
 
 DATE=$(date +%Y%m%d-%H%M%S)
@@ -501,7 +543,7 @@ REPORT="$ROOT/bench/results/proxy-$DATE.md"
     echo "|---|---|---|---|"
     printf '%s\n' "${TARGETS[@]}"
     echo
-    echo "fulcrum-proxy log: $PROXY_WARNINGS warning/error lines during the run."
+    echo "fulcrum-proxy log: $PROXY_WARNINGS warning/error lines during the run; ${LOG_DROPPED:-?} request records dropped (log buffer full)."
 } | tee "$REPORT"
 if [ "$PROXY_WARNINGS" -gt 0 ]; then
     log "fulcrum-proxy warnings/errors (first 5):"

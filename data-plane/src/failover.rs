@@ -22,9 +22,11 @@ use crate::balance::{KeyVerdict, Pick, PoolEntry};
 use crate::exchange;
 use crate::mock;
 use crate::protocol::{Operation, Protocol};
+use crate::records::{self, Attempt, AttemptMeter, ErrorClass, RequestLog, Upstream};
 use crate::runtime::RuntimeConfig;
 use crate::shipper::KeyEvents;
 use crate::upstream::{self, Outcome};
+use crate::usage::{Usage, UsageScanner};
 
 /// Most bytes of an upstream error body kept and passed on.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -62,6 +64,8 @@ pub struct Candidate<'a> {
 #[derive(Debug)]
 pub struct Candidates<'a> {
     pub list: Vec<Candidate<'a>>,
+    /// The matched route's pattern.
+    pub route: Option<&'a str>,
     /// The matched route's pattern, with how long a choice sticks to a client there.
     pub sticky: Option<(&'a str, Duration)>,
 }
@@ -115,6 +119,33 @@ impl ProxyError {
             | ProxyError::Translate(_) => false,
         }
     }
+
+    /// What kind of failure this is, for request records.
+    pub fn error_class(&self) -> ErrorClass {
+        match self {
+            ProxyError::Upstream { outcome, .. } => match outcome {
+                Outcome::ClientError => ErrorClass::Client,
+                Outcome::RateLimited { .. } => ErrorClass::RateLimited,
+                Outcome::Refused => ErrorClass::Unauthorized,
+                Outcome::ServerError | Outcome::Success => ErrorClass::Upstream,
+            },
+            ProxyError::Network(_) => ErrorClass::Network,
+            ProxyError::FirstByteTimeout(_) => ErrorClass::Timeout,
+            ProxyError::AllCooling { .. } => ErrorClass::RateLimited,
+            ProxyError::NoCandidate(_) | ProxyError::NoUsableKey(_) => ErrorClass::NoCandidate,
+            ProxyError::BadRequest(_) => ErrorClass::Client,
+            ProxyError::Translate(_) => ErrorClass::Translation,
+        }
+    }
+
+    /// A bounded excerpt for an error record: the upstream's body (with `secret` masked),
+    /// or the message.
+    pub fn excerpt(&self, secret: Option<&str>) -> Option<Box<str>> {
+        match self {
+            ProxyError::Upstream { body, .. } => records::excerpt(body, secret),
+            other => records::message_excerpt(&other.to_string()),
+        }
+    }
 }
 
 /// An attempt that produced its first chunk: from here on the request stays on this key.
@@ -129,8 +160,10 @@ pub struct Committed {
     pub upstream_protocol: Protocol,
     /// Turns the upstream's events into the client's protocol; `None` passes them through.
     pub translator: Option<Box<dyn StreamTranslator>>,
-    pub provider: String,
-    pub key_id: Option<String>,
+    /// The attempt's record, written when the answer ends.
+    pub attempt: Option<Attempt>,
+    /// The upstream's usage, when the answer was read whole here (to be translated).
+    pub usage: Option<Usage>,
     pub attempts: u32,
     /// Counts the request in flight at its provider until the answer is delivered.
     pub in_flight: Option<InFlight>,
@@ -170,6 +203,7 @@ pub fn candidates<'a>(
                 provider,
                 model: &request.model,
             }],
+            route: None,
             sticky: None,
         });
     }
@@ -235,7 +269,11 @@ pub fn candidates<'a>(
         let candidate = list.remove(at);
         list.insert(0, candidate);
     }
-    Ok(Candidates { list, sticky })
+    Ok(Candidates {
+        list,
+        route: plan.matched,
+        sticky,
+    })
 }
 
 /// What an attempt needs besides the request.
@@ -244,6 +282,8 @@ pub struct Attempts<'a> {
     pub strategies: &'a StrategyState,
     pub client: &'a upstream::Client,
     pub events: &'a KeyEvents,
+    /// Where each attempt is recorded.
+    pub log: &'a RequestLog,
 }
 
 impl Attempts<'_> {
@@ -251,8 +291,12 @@ impl Attempts<'_> {
     pub async fn run(&self, request: &ClientRequest) -> Result<Committed, ProxyError> {
         let Candidates {
             list: candidates,
+            route,
             sticky,
         } = candidates(self.config, self.strategies, request)?;
+        if let Some(route) = route {
+            self.log.set_route(route);
+        }
         let settings = &self.config.settings;
         let max_attempts = settings.max_retries.saturating_add(1);
         let wait_until =
@@ -270,9 +314,31 @@ impl Attempts<'_> {
                     && Protocol::of(candidate.provider.provider_type) == Protocol::OpenAi
                 {
                     // OpenAI's API has no count endpoint: the answer is an estimate, made here.
-                    return exchange::count_locally(request).map(|body| {
-                        local_answer(request, &candidate.provider.name, body, attempts + 1)
-                    });
+                    let start = self.log.attempt();
+                    return match exchange::count_locally(request) {
+                        Ok(body) => {
+                            let mut answer = local_answer(request, body, attempts + 1);
+                            answer.attempt = Some(self.log.committed_attempt(
+                                start,
+                                Upstream::Local(candidate.provider.name.as_str().into()),
+                                AttemptMeter {
+                                    status: 200,
+                                    ..AttemptMeter::default()
+                                },
+                            ));
+                            Ok(answer)
+                        }
+                        Err(e) => {
+                            self.log.failed_attempt(
+                                start,
+                                Upstream::Local(candidate.provider.name.as_str().into()),
+                                AttemptMeter::default(),
+                                e.error_class(),
+                                e.excerpt(None),
+                            );
+                            Err(e)
+                        }
+                    };
                 }
                 let Some(pool) = self.config.pools.get(&candidate.provider.name) else {
                     continue;
@@ -289,7 +355,10 @@ impl Attempts<'_> {
                             tried.push(Arc::clone(&entry.key));
                             let in_flight = self.strategies.start(&candidate.provider.name);
                             let started = std::time::Instant::now();
-                            match self.attempt(candidate, &entry, request).await {
+                            let start = self.log.attempt_at(started);
+                            let mut meter = AttemptMeter::default();
+                            let upstream = Upstream::Key(Arc::clone(&entry.key));
+                            match self.attempt(candidate, &entry, request, &mut meter).await {
                                 Ok(mut committed) => {
                                     self.strategies.record_latency(
                                         &candidate.provider.name,
@@ -310,13 +379,24 @@ impl Attempts<'_> {
                                     }
                                     committed.attempts = attempts;
                                     committed.in_flight = Some(in_flight);
+                                    committed.attempt =
+                                        Some(self.log.committed_attempt(start, upstream, meter));
                                     return Ok(committed);
                                 }
-                                Err(e) if e.is_retryable() => {
+                                Err(e) => {
+                                    self.log.failed_attempt(
+                                        start,
+                                        upstream,
+                                        meter,
+                                        e.error_class(),
+                                        e.excerpt(Some(entry.key.secret.expose())),
+                                    );
+                                    if !e.is_retryable() {
+                                        return Err(e);
+                                    }
                                     tracing::debug!(provider = %candidate.provider.name, key = %entry.key.id, error = %e, "attempt failed; trying another key");
                                     last_error = Some(e);
                                 }
-                                Err(e) => return Err(e),
                             }
                         }
                         Pick::AllCooling { back_at_ms } => {
@@ -377,6 +457,39 @@ impl Attempts<'_> {
         request: &ClientRequest,
         attempts: u32,
     ) -> Result<Committed, ProxyError> {
+        let start = self.log.attempt();
+        let upstream = || Upstream::Local(candidate.provider.name.as_str().into());
+        match self.mock_answer(candidate, request, attempts) {
+            Ok(mut committed) => {
+                committed.attempt = Some(self.log.committed_attempt(
+                    start,
+                    upstream(),
+                    AttemptMeter {
+                        status: 200,
+                        ..AttemptMeter::default()
+                    },
+                ));
+                Ok(committed)
+            }
+            Err(e) => {
+                self.log.failed_attempt(
+                    start,
+                    upstream(),
+                    AttemptMeter::default(),
+                    e.error_class(),
+                    e.excerpt(None),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn mock_answer(
+        &self,
+        candidate: &Candidate<'_>,
+        request: &ClientRequest,
+        attempts: u32,
+    ) -> Result<Committed, ProxyError> {
         let outbound = exchange::outbound(
             request,
             Protocol::OpenAi,
@@ -396,11 +509,13 @@ impl Attempts<'_> {
             header::CONTENT_TYPE,
             HeaderValue::from_static(answer.content_type),
         );
+        let mut usage = None;
         let (first, rest, event_stream) = match answer.body {
             mock::MockBody::Whole(body) => {
                 let body = if request.protocol == Protocol::OpenAi {
                     body
                 } else {
+                    usage = Some(UsageScanner::whole(Protocol::OpenAi, &body));
                     exchange::inbound_whole(request, Protocol::OpenAi, &body)?
                 };
                 (body, None, false)
@@ -422,25 +537,32 @@ impl Attempts<'_> {
             translator: event_stream
                 .then(|| exchange::stream_translator(request, Protocol::OpenAi))
                 .flatten(),
-            provider: candidate.provider.name.clone(),
-            key_id: None,
+            attempt: None,
+            usage,
             attempts,
             in_flight: None,
         })
     }
 
-    /// One upstream call with one key.
+    /// One upstream call with one key; `meter` learns what the record needs as it goes.
     async fn attempt(
         &self,
         candidate: &Candidate<'_>,
         entry: &PoolEntry,
         request: &ClientRequest,
+        meter: &mut AttemptMeter,
     ) -> Result<Committed, ProxyError> {
         let settings = &self.config.settings;
         let provider = candidate.provider;
         let key = &entry.key;
         let upstream_protocol = Protocol::of(provider.provider_type);
+        if candidate.model != request.model {
+            meter.model_served = Some(candidate.model.into());
+        }
         let outbound = exchange::outbound(request, upstream_protocol, candidate.model, settings)?;
+        if outbound.model != candidate.model {
+            meter.model_served = Some(outbound.model.into());
+        }
         let uri = upstream::uri(provider, request.operation, outbound.model, outbound.stream)
             .map_err(ProxyError::BadRequest)?;
         let has_body = request.operation.has_body();
@@ -486,6 +608,8 @@ impl Attempts<'_> {
                 Ok(Ok(response)) => response,
             };
         let status = response.status();
+        meter.headers_at = Some(std::time::Instant::now());
+        meter.status = status.as_u16();
         let outcome = Outcome::classify(status, response.headers());
         if outcome != Outcome::Success {
             let now = now_ms();
@@ -581,8 +705,8 @@ impl Attempts<'_> {
             event_stream,
             upstream_protocol,
             translator: None,
-            provider: provider.name.clone(),
-            key_id: Some(key.id.clone()),
+            attempt: None,
+            usage: None,
             attempts: 0,
             in_flight: None,
         };
@@ -592,6 +716,7 @@ impl Attempts<'_> {
             } else {
                 // A whole answer is translated whole: read it to its end first.
                 let body = read_whole(&mut committed, settings.idle_timeout).await?;
+                committed.usage = Some(UsageScanner::whole(upstream_protocol, &body));
                 committed.first = exchange::inbound_whole(request, upstream_protocol, &body)?;
                 committed.rest = None;
                 committed.headers.insert(
@@ -686,7 +811,7 @@ async fn read_whole(
 }
 
 /// An answer made here rather than by an upstream.
-fn local_answer(request: &ClientRequest, provider: &str, body: Bytes, attempts: u32) -> Committed {
+fn local_answer(request: &ClientRequest, body: Bytes, attempts: u32) -> Committed {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -704,8 +829,8 @@ fn local_answer(request: &ClientRequest, provider: &str, body: Bytes, attempts: 
         event_stream: false,
         upstream_protocol: request.protocol,
         translator: None,
-        provider: provider.to_string(),
-        key_id: None,
+        attempt: None,
+        usage: None,
         attempts,
         in_flight: None,
     }

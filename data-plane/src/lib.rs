@@ -1,8 +1,9 @@
 //! Fulcrum's data plane: a stateless proxy that streams its config from the control plane.
 //!
-//! [`DataPlane::serve`] runs the HTTP server and the config stream client side by side.
-//! The data plane reports ready once the first snapshot is applied, keeps serving the last
-//! good config while the control plane is away, and drains on shutdown.
+//! [`DataPlane::serve`] runs the HTTP server, the config stream client and the telemetry
+//! shipper side by side. The data plane reports ready once the first snapshot is applied,
+//! keeps serving the last good config while the control plane is away, records every
+//! request without waiting for anyone, and drains on shutdown.
 
 pub mod balance;
 pub mod config;
@@ -10,16 +11,21 @@ mod discovery;
 pub mod error;
 pub mod exchange;
 pub mod failover;
+pub mod logging;
+pub mod metrics;
 mod mock;
 mod models;
 pub mod protocol;
 mod proxy;
+pub mod records;
 pub mod runtime;
 mod server;
 pub mod shipper;
 pub mod upstream;
+pub mod usage;
 
 use std::future::{Future, IntoFuture};
+use std::sync::Arc;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -28,30 +34,63 @@ use tracing::{info, warn};
 
 pub use config::Config;
 pub use error::{Error, Rejection};
+pub use logging::LogLevel;
 pub use runtime::{ApplyStats, RuntimeConfig, RuntimeConfigHandle};
 
 use crate::discovery::Discovery;
+use crate::metrics::{Metrics, Scrape};
+use crate::records::Recorder;
+use crate::shipper::{KeyEvents, Receivers, Stats};
 
-/// One data plane process: its config and the runtime config it streams in.
+/// One data plane process: its config, the runtime config it streams in, and the queues
+/// its requests report into.
 #[derive(Debug)]
 pub struct DataPlane {
     config: Config,
     runtime: RuntimeConfigHandle,
+    key_events: KeyEvents,
+    recorder: Recorder,
+    receivers: Receivers,
+    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    log_level: Option<LogLevel>,
 }
 
 // === impl DataPlane ===
 
 impl DataPlane {
     pub fn new(config: Config) -> Self {
+        let (key_events, records, receivers, stats) = shipper::queues();
+        let metrics = Arc::new(Metrics::default());
+        let recorder = Recorder::new(records, Arc::clone(&metrics), random_u64());
         Self {
             config,
             runtime: RuntimeConfigHandle::new(),
+            key_events,
+            recorder,
+            receivers,
+            stats,
+            metrics,
+            log_level: None,
         }
+    }
+
+    /// Lets the `log_level` setting change the process's log level through `level`.
+    #[must_use]
+    pub fn with_log_level(mut self, level: LogLevel) -> Self {
+        self.log_level = Some(level);
+        self
     }
 
     /// Cheap clone handle to the current runtime config (`ArcSwap` inside): readers never lock.
     pub fn runtime(&self) -> RuntimeConfigHandle {
         self.runtime.clone()
+    }
+
+    /// The request-record and key-event counters of the shipper (acknowledged, dropped,
+    /// buffered), as `/metrics` shows them.
+    pub fn telemetry(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
     }
 
     /// Serves HTTP on `listener` (`/healthz` always 200 "ok"; `/readyz` 503 until the first
@@ -71,14 +110,36 @@ impl DataPlane {
             version: env!("CARGO_PKG_VERSION").to_string(),
             listen_addr: local_addr.to_string(),
         };
-        let (events, shipper) = shipper::channel(endpoint, authorization, node, instance_id());
-        let proxy =
-            proxy::Proxy::new(self.runtime.clone(), events).map_err(Error::UpstreamClient)?;
-        // Every task watches one switch, so that shutdown reaches them in one step.
+        let shipper = shipper::Shipper::new(
+            endpoint,
+            authorization,
+            node,
+            instance_id(),
+            self.receivers,
+            self.runtime.clone(),
+            Arc::clone(&self.stats),
+        );
+        let proxy = proxy::Proxy::new(self.runtime.clone(), self.key_events, self.recorder)
+            .map_err(Error::UpstreamClient)?;
+        let scrape = Scrape {
+            metrics: self.metrics,
+            runtime: self.runtime.clone(),
+            stats: self.stats,
+        };
+        // Every task watches one switch, so that shutdown reaches them in one step; the
+        // shipper has its own, thrown once the last answer is out and recorded.
         let (stop, stopped) = watch::channel(false);
+        let (stop_shipping, shipping_stopped) = watch::channel(false);
 
         let discovery_task = tokio::spawn(discovery.run(stopped.clone()));
-        let shipper_task = tokio::spawn(shipper.run(stopped.clone()));
+        let shipper_task = tokio::spawn(shipper.run(shipping_stopped));
+        let log_level_task = self.log_level.map(|level| {
+            tokio::spawn(logging::follow(
+                level,
+                self.runtime.clone(),
+                stopped.clone(),
+            ))
+        });
         // Without TCP_NODELAY the last small write of an answer (a chunk terminator) waits
         // for the client's delayed ACK: ~40 ms per streamed answer.
         let listener = listener.tap_io(|tcp| {
@@ -86,12 +147,15 @@ impl DataPlane {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        let http = axum::serve(listener, server::router(self.runtime.clone(), proxy))
-            .with_graceful_shutdown(async move {
-                let mut stopped = stopped;
-                // An error means the switch was dropped, which also means stop.
-                let _ = stopped.wait_for(|stop| *stop).await;
-            });
+        let http = axum::serve(
+            listener,
+            server::router(self.runtime.clone(), proxy, scrape),
+        )
+        .with_graceful_shutdown(async move {
+            let mut stopped = stopped;
+            // An error means the switch was dropped, which also means stop.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        });
         let mut http_task = tokio::spawn(http.into_future());
         info!(
             listen = %local_addr,
@@ -114,7 +178,12 @@ impl DataPlane {
         self.runtime.set_draining();
         stop.send_replace(true);
         let discovery_ended = discovery_task.await;
-        let shipper_ended = shipper_task.await;
+        if let Some(task) = log_level_task {
+            task.await.map_err(|source| Error::TaskPanicked {
+                task: "log level",
+                source,
+            })?;
+        }
 
         let http_ended = match failed {
             Some(ended) => ended,
@@ -127,6 +196,9 @@ impl DataPlane {
                 }
             },
         };
+        // Every answer is recorded by now: the shipper sends the last records and stops.
+        stop_shipping.send_replace(true);
+        let shipper_ended = shipper_task.await;
 
         discovery_ended.map_err(|source| Error::TaskPanicked {
             task: "discovery",
@@ -155,12 +227,12 @@ impl DataPlane {
 /// Identifies this process start to the control plane, so that report batches resent
 /// after a reconnect are recognised as repeats.
 fn instance_id() -> String {
-    let mut bytes = [0u8; 8];
-    // Without OS randomness, the time still tells two starts apart.
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes = failover::now_ms().to_be_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:016x}", random_u64())
+}
+
+/// 64 random bits; without OS randomness, the time still tells two starts apart.
+fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| failover::now_ms().cast_unsigned())
 }
 
 #[cfg(test)]

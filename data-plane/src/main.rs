@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use fulcrum_proto::model::Secret;
-use fulcrum_proxy::{Config, DataPlane};
+use fulcrum_proxy::{Config, DataPlane, LogLevel};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, reload};
 
 /// Environment variable holding the join token. Not a flag: flags show up in `ps`.
 const JOIN_TOKEN_ENV: &str = "FULCRUM_JOIN_TOKEN";
@@ -19,7 +21,7 @@ const JOIN_TOKEN_ENV: &str = "FULCRUM_JOIN_TOKEN";
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 #[command(
-    after_help = "The join token is read from FULCRUM_JOIN_TOKEN. Log filters come from RUST_LOG."
+    after_help = "The join token is read from FULCRUM_JOIN_TOKEN. The log level follows the log_level setting; RUST_LOG, when set, wins."
 )]
 struct Args {
     /// gRPC URL of the control plane.
@@ -56,7 +58,7 @@ enum LogFormat {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(args.log_format);
+    let log_level = init_tracing(args.log_format);
     let workers = args.worker_threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         usize::from,
@@ -74,10 +76,10 @@ fn main() -> anyhow::Result<()> {
             .build()
     }
     .context("cannot start the async runtime")?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, log_level))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, log_level: Option<LogLevel>) -> anyhow::Result<()> {
     let join_token = match std::env::var(JOIN_TOKEN_ENV) {
         Ok(token) if !token.trim().is_empty() => Secret::new(token.trim().to_string()),
         _ => bail!("{JOIN_TOKEN_ENV} is not set: set it to the control plane's join token"),
@@ -96,22 +98,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    DataPlane::new(config)
-        .serve(listener, shutdown_signal())
-        .await?;
+    let mut data_plane = DataPlane::new(config);
+    if let Some(level) = log_level {
+        data_plane = data_plane.with_log_level(level);
+    }
+    data_plane.serve(listener, shutdown_signal()).await?;
     Ok(())
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Starts logging. Without `RUST_LOG`, the level starts at `info` and follows the
+/// `log_level` setting through the handle returned.
+fn init_tracing(format: LogFormat) -> Option<LogLevel> {
     // Colours only for a person at a terminal, not for log collectors.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    fn lines<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        match format {
+            LogFormat::Text => tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stdout().is_terminal())
+                .boxed(),
+            LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+        }
     }
+    if let Ok(filter) = EnvFilter::try_from_default_env() {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(lines(format))
+            .init();
+        return None;
+    }
+    let (filter, handle) = reload::Layer::new(EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines(format))
+        .init();
+    Some(LogLevel::new(move |level| {
+        handle
+            .reload(EnvFilter::new(level))
+            .map_err(|e| e.to_string())
+    }))
 }
 
 /// The hostname, unique per pod or machine; a random id where there is none.

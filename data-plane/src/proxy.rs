@@ -19,6 +19,7 @@ use crate::exchange::StreamReframer;
 use crate::failover::{Attempts, ClientRequest, Committed, ProxyError};
 use crate::models;
 use crate::protocol::{self, ErrorKind, Operation, Protocol, openai};
+use crate::records::{self, Answer, ErrorClass, Recorder, RequestFields, RequestLog};
 use crate::runtime::{RuntimeConfig, RuntimeConfigHandle};
 use crate::shipper::KeyEvents;
 use crate::upstream;
@@ -28,6 +29,7 @@ use crate::upstream;
 pub struct Proxy {
     pub runtime: RuntimeConfigHandle,
     pub events: KeyEvents,
+    pub recorder: Recorder,
     strategies: Arc<StrategyState>,
     client: Arc<ArcSwap<ClientEntry>>,
 }
@@ -40,12 +42,17 @@ struct ClientEntry {
 }
 
 impl Proxy {
-    pub fn new(runtime: RuntimeConfigHandle, events: KeyEvents) -> Result<Self, String> {
+    pub fn new(
+        runtime: RuntimeConfigHandle,
+        events: KeyEvents,
+        recorder: Recorder,
+    ) -> Result<Self, String> {
         let connect_timeout = fulcrum_proto::model::Settings::default().connect_timeout;
         let client = upstream::client(connect_timeout)?;
         Ok(Self {
             runtime,
             events,
+            recorder,
             strategies: Arc::default(),
             client: Arc::new(ArcSwap::from_pointee(ClientEntry {
                 connect_timeout,
@@ -76,49 +83,88 @@ impl Proxy {
     }
 }
 
-/// Every path that is not a probe comes here.
+/// Every path that is not a probe comes here. Every answer is recorded (attempt 0),
+/// whichever way it leaves.
 pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
+    let arrival = proxy.recorder.arrival();
     let (parts, body) = request.into_parts();
+    let config = proxy.runtime.load();
+    let settings = config.as_ref().map(|c| &c.settings);
+    // Answers before failover; no config yet means default settings for the record.
+    let early = |protocol: Protocol, fields: RequestFields, class: ErrorClass, response| {
+        let default_settings;
+        let in_force = match settings {
+            Some(in_force) => in_force,
+            None => {
+                default_settings = fulcrum_proto::model::Settings::default();
+                &default_settings
+            }
+        };
+        proxy
+            .recorder
+            .early_answer(arrival, protocol, fields, in_force, class, response)
+    };
     let target = match protocol::parse_path(parts.uri.path(), &parts.headers, parts.uri.query()) {
         Ok(target) => target,
         Err(protocol) => {
-            return protocol::error_response(
+            let response = protocol::error_response(
                 protocol,
                 StatusCode::NOT_FOUND,
                 ErrorKind::NotFound,
                 &format!("unknown path {}", parts.uri.path()),
                 Some("unknown_url"),
             );
+            return early(
+                protocol,
+                RequestFields::default(),
+                ErrorClass::Client,
+                response,
+            );
         }
     };
     let client_protocol = target.protocol;
+    let operation = target.operation;
     let fail = |status: StatusCode, kind: ErrorKind, message: &str, code: Option<&str>| {
         protocol::error_response(client_protocol, status, kind, message, code)
     };
-    let Some(config) = proxy.runtime.load() else {
-        return fail(
+    let Some(config) = config.as_ref() else {
+        let response = fail(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Unavailable,
             "the data plane has no config yet",
             Some("not_ready"),
         );
+        let fields = RequestFields {
+            operation: Some(operation),
+            ..RequestFields::default()
+        };
+        return early(client_protocol, fields, ErrorClass::NoCandidate, response);
     };
-    let Some(client_token) = authenticate(&config, &parts.headers, parts.uri.query()) else {
-        return fail(
+    let Some(client_token) = authenticate(config, &parts.headers, parts.uri.query()) else {
+        let response = fail(
             StatusCode::UNAUTHORIZED,
             ErrorKind::Authentication,
             "missing or unknown client token: send Authorization: Bearer <token> (or x-api-key, x-goog-api-key, ?key=)",
             Some("invalid_api_key"),
         );
+        let fields = RequestFields {
+            operation: Some(operation),
+            ..RequestFields::default()
+        };
+        return early(client_protocol, fields, ErrorClass::Auth, response);
     };
-    let operation = target.operation;
+    let client_fields = || RequestFields {
+        client_token: Some(Arc::clone(client_token)),
+        operation: Some(operation),
+        ..RequestFields::default()
+    };
     let expected = if operation.has_body() {
         Method::POST
     } else {
         Method::GET
     };
     if parts.method != expected {
-        return fail(
+        let response = fail(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::InvalidRequest,
             &format!(
@@ -128,28 +174,50 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
             ),
             Some("method_not_allowed"),
         );
+        return early(
+            client_protocol,
+            client_fields(),
+            ErrorClass::Client,
+            response,
+        );
     }
     let limit = usize::try_from(config.settings.max_request_body_bytes).unwrap_or(usize::MAX);
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
         Err(_) => {
-            return fail(
+            let response = fail(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorKind::TooLarge,
                 &format!("request body larger than {limit} bytes"),
                 Some("request_too_large"),
             );
+            return early(
+                client_protocol,
+                client_fields(),
+                ErrorClass::Client,
+                response,
+            );
         }
+    };
+    let with_body = |fields: RequestFields| RequestFields {
+        body: config.settings.log_request_bodies.then(|| body.clone()),
+        ..fields
     };
     let sniffed = if operation.has_body() {
         match openai::sniff(&body) {
             Ok(sniffed) => sniffed,
             Err(message) => {
-                return fail(
+                let response = fail(
                     StatusCode::BAD_REQUEST,
                     ErrorKind::InvalidRequest,
                     &message,
                     Some("invalid_json"),
+                );
+                return early(
+                    client_protocol,
+                    with_body(client_fields()),
+                    ErrorClass::Client,
+                    response,
                 );
             }
         }
@@ -164,13 +232,28 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
         .unwrap_or_default();
     let stream = target.path_stream || (client_protocol != Protocol::Gemini && sniffed.streaming());
     if operation.needs_model() && operation != Operation::GetModel && model.is_empty() {
-        return fail(
+        let response = fail(
             StatusCode::BAD_REQUEST,
             ErrorKind::InvalidRequest,
             "you must provide a model parameter",
             Some("missing_model"),
         );
+        let fields = RequestFields {
+            stream,
+            ..with_body(client_fields())
+        };
+        return early(client_protocol, fields, ErrorClass::Client, response);
     }
+    let log = proxy.recorder.request(
+        arrival,
+        client_protocol,
+        RequestFields {
+            model: model.clone(),
+            stream,
+            ..with_body(client_fields())
+        },
+        &config.settings,
+    );
     let mut headers = HeaderMap::new();
     upstream::copy_headers(
         &upstream::FORWARDED_REQUEST_HEADERS,
@@ -195,26 +278,39 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
         headers,
         client: Arc::clone(client_token),
     };
-    let client = proxy.client_for(&config);
+    let client = proxy.client_for(config);
     let attempts = Attempts {
-        config: &config,
+        config,
         strategies: &proxy.strategies,
         client: &client,
         events: &proxy.events,
+        log: &log,
     };
-    tracing::debug!(client = %client_token, protocol = client_protocol.as_str(), operation = operation.as_str(), model = %request.model, "request");
+    tracing::debug!(request_id = %log.id(), client = %client_token, protocol = client_protocol.as_str(), operation = operation.as_str(), model = %request.model, "request");
     if operation == Operation::ListModels && request.pinned.is_none() {
-        return models::list(&attempts, &request).await;
+        let response = models::list(&attempts, &request).await;
+        let class = records::class_of_status(response.status());
+        return log.answered(response, class, None);
     }
     if operation == Operation::GetModel
         && request.pinned.is_none()
         && let Some(response) = models::get(&attempts, &request).await
     {
-        return response;
+        let class = records::class_of_status(response.status());
+        return log.answered(response, class, None);
     }
     match attempts.run(&request).await {
-        Ok(committed) => respond(committed, client_protocol, config.settings.idle_timeout),
-        Err(e) => error_response(e, client_protocol),
+        Ok(committed) => respond(
+            committed,
+            client_protocol,
+            config.settings.idle_timeout,
+            log,
+        ),
+        Err(e) => {
+            let class = e.error_class();
+            let excerpt = e.excerpt(None);
+            log.answered(error_response(e, client_protocol), class, excerpt)
+        }
     }
 }
 
@@ -264,7 +360,22 @@ pub async fn collect(committed: Committed) -> Bytes {
 /// Streams a committed answer to the client. After this point a failure cannot move to
 /// another key: an event stream ends with an error event in the client protocol's shape,
 /// any other body is cut, so the client always sees that the answer is incomplete.
-fn respond(committed: Committed, client_protocol: Protocol, idle_timeout: Duration) -> Response {
+fn respond(
+    mut committed: Committed,
+    client_protocol: Protocol,
+    idle_timeout: Duration,
+    log: RequestLog,
+) -> Response {
+    // Recorded when it is dropped: with the whole body below, or when the stream ends.
+    let mut answer = Answer::new(
+        log,
+        committed.attempt.take(),
+        committed.status,
+        committed.upstream_protocol,
+        committed.usage,
+    );
+    answer.scan(&committed.first);
+    records::set_request_id(&mut committed.headers, answer.request_id());
     let mut response = Response::builder().status(committed.status);
     if let Some(headers) = response.headers_mut() {
         *headers = committed.headers;
@@ -296,6 +407,7 @@ fn respond(committed: Committed, client_protocol: Protocol, idle_timeout: Durati
             });
             let body = body.unwrap_or_else(|failure| {
                 tracing::warn!(reason = %failure, "translated stream failed");
+                answer.cut();
                 protocol::stream_error_event(client_protocol, &failure)
             });
             return response
@@ -312,12 +424,16 @@ fn respond(committed: Committed, client_protocol: Protocol, idle_timeout: Durati
     let first = match reframer.as_mut() {
         Some(reframer) => match reframer.push(&committed.first) {
             Ok(bytes) => bytes,
-            Err(failure) => protocol::stream_error_event(client_protocol, &failure),
+            Err(failure) => {
+                answer.cut();
+                protocol::stream_error_event(client_protocol, &failure)
+            }
         },
         None => committed.first,
     };
     let tail = BodyTail {
         _in_flight: committed.in_flight,
+        answer,
         rest: Some(rest),
         pending: None,
         idle_timeout,
@@ -390,6 +506,8 @@ const YIELDS_PER_CHUNK: u32 = 3;
 struct BodyTail {
     /// Held until the answer ends, so least-in-flight routes see streams as busy.
     _in_flight: Option<InFlight>,
+    /// Reads the usage as it passes; records the answer when the tail is dropped.
+    answer: Answer,
     rest: Option<BoxStream<'static, Result<Bytes, hyper::Error>>>,
     /// What the upstream stream said after the chunks already gathered: its end or an
     /// error, kept for the next call.
@@ -454,6 +572,7 @@ impl BodyTail {
         let failure = match self.next_batch().await {
             Ok(Some(Ok(chunk))) => {
                 self.marker.scan(&chunk);
+                self.answer.scan(&chunk);
                 let Some(reframer) = self.reframer.as_mut() else {
                     return Some((Ok(chunk), self));
                 };
@@ -476,6 +595,7 @@ impl BodyTail {
             Err(_) => format!("the upstream sent nothing for {:?}", self.idle_timeout),
         };
         self.finished = true;
+        self.answer.cut();
         tracing::warn!(reason = %failure, "answer cut after its first byte");
         if self.event_stream {
             return Some((

@@ -459,6 +459,11 @@ impl RuntimeConfigHandle {
             .expect("a revision is published only after its config is stored")
     }
 
+    /// Tells of every revision applied from now on (`None` before the first snapshot).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<u64>> {
+        self.shared.applied.subscribe()
+    }
+
     /// Ready to serve: a config is in force and shutdown has not begun.
     pub fn is_ready(&self) -> bool {
         !self.shared.draining.load(Ordering::Acquire) && self.shared.current.load().is_some()

@@ -1,9 +1,11 @@
 //! A data plane running in-process for one test.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fulcrum_proto::model::Secret;
+use fulcrum_proxy::shipper::Stats;
 use fulcrum_proxy::{Config, DataPlane, RuntimeConfigHandle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -13,6 +15,7 @@ pub struct DataPlaneHandle {
     pub addr: SocketAddr,
     pub node_id: String,
     runtime: RuntimeConfigHandle,
+    telemetry: Arc<Stats>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), fulcrum_proxy::Error>>>,
 }
@@ -33,6 +36,7 @@ impl DataPlaneHandle {
         let addr = listener.local_addr().expect("bound");
         let data_plane = DataPlane::new(config);
         let runtime = data_plane.runtime();
+        let telemetry = data_plane.telemetry();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(data_plane.serve(listener, async move {
             let _ = stopped.await;
@@ -41,6 +45,7 @@ impl DataPlaneHandle {
             addr,
             node_id: node_id.to_string(),
             runtime,
+            telemetry,
             stop: Some(stop),
             task: Some(task),
         }
@@ -48,6 +53,18 @@ impl DataPlaneHandle {
 
     pub fn runtime(&self) -> &RuntimeConfigHandle {
         &self.runtime
+    }
+
+    /// The shipper's counters: request records acknowledged, dropped, held.
+    pub fn telemetry(&self) -> &Stats {
+        &self.telemetry
+    }
+
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = crate::http_get(self.addr, "/metrics").await;
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
     }
 
     /// Waits (at most 10 s) until revision `revision` or later is applied.

@@ -8,12 +8,14 @@ pub mod data;
 pub mod fleet;
 pub mod gateway;
 pub mod mock;
+pub mod reporter;
 pub mod sdk;
 
 pub use cli::{CliOutput, fulcrumctl_path, run_fulcrumctl};
 pub use control::ControlPlaneHandle;
 pub use data::DataPlaneHandle;
 pub use mock::{Behaviour, MockOptions, MockUpstream, RecordedRequest};
+pub use reporter::Reporter;
 
 use std::time::Duration;
 
