@@ -172,7 +172,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     },
     SettingSpec {
         name: "request_log_buffer",
-        default: "100000",
+        default: "10000",
         kind: SettingKind::Integer {
             min: 10,
             max: 10_000_000,
