@@ -751,7 +751,8 @@ async fn twenty_thousand_requests_across_two_restarts_are_each_stored_once() {
 
     const KEYS: [&str; 2] = ["sk-delivery-a-0123456789", "sk-delivery-b-0123456789"];
     const MODELS: [&str; 2] = ["gpt-4o-mini", "gpt-4o"];
-    let mut gw = Gateway::start(&KEYS, 2, &[]).await;
+    // Large enough for every record made while the control plane is away or behind.
+    let mut gw = Gateway::start(&KEYS, 2, &[("request_log_buffer", "200000")]).await;
     let client: Client<_, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut sent = [0u64; 2];

@@ -133,7 +133,7 @@ async fn traffic_while_away(gw: Gateway, n: usize, sent: &mut Sent) -> (Gateway,
 
 #[tokio::test]
 async fn every_answer_is_recorded_once_across_control_plane_restarts() {
-    let mut gw = Gateway::start(&KEYS, 2, &[]).await;
+    let mut gw = Gateway::start(&KEYS, 2, &[("request_log_buffer", "200000")]).await;
     let mut sent = Sent::default();
     for (i, plane) in gw.planes.iter().enumerate() {
         traffic(plane.addr, &gw.token, i, 30, &mut sent).await;
