@@ -52,7 +52,7 @@ use serde_json::{Map, Value};
 use crate::anthropic::{self, ContentBlock};
 use crate::gemini::{self, ROLE_MODEL, ROLE_USER};
 use crate::sse::SseEvent;
-use crate::translate::parse_data_url;
+use crate::translate::{is_function_responses, parse_data_url, push_gemini_turn};
 use crate::{StreamTranslator, TranslateError, TranslateOptions, schema};
 
 /// `max_tokens` of an Anthropic request when the Gemini request sets no `maxOutputTokens`
@@ -255,43 +255,17 @@ fn messages_to_gemini(
         match message.role {
             anthropic::Role::User => {
                 let (responses, parts) = user_to_gemini(&message.content, &call_names, opts)?;
-                push_turn(&mut contents, ROLE_USER, responses);
-                push_turn(&mut contents, ROLE_USER, parts);
+                push_gemini_turn(&mut contents, ROLE_USER, responses);
+                push_gemini_turn(&mut contents, ROLE_USER, parts);
             }
             anthropic::Role::Assistant => {
                 let parts = assistant_to_gemini(&message.content, &mut call_names)?;
-                push_turn(&mut contents, ROLE_MODEL, parts);
+                push_gemini_turn(&mut contents, ROLE_MODEL, parts);
             }
         }
     }
     sign_current_turn(&mut contents);
     Ok(contents)
-}
-
-/// Appends a turn, merging it into the previous one when both have the same role and both
-/// are (or both are not) function responses: Gemini wants the results of one step's calls
-/// in one user turn, and keeping results apart from user text keeps the turn boundaries
-/// that thought-signature validation looks for.
-fn push_turn(contents: &mut Vec<gemini::Content>, role: &str, parts: Vec<gemini::Part>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut()
-        && last.role.as_deref() == Some(role)
-        && is_function_responses(&last.parts) == is_function_responses(&parts)
-    {
-        last.parts.extend(parts);
-        return;
-    }
-    contents.push(gemini::Content {
-        role: Some(role.to_owned()),
-        parts,
-        extra: Map::new(),
-    });
-}
-
-fn is_function_responses(parts: &[gemini::Part]) -> bool {
-    parts.iter().all(|p| p.function_response.is_some())
 }
 
 /// Gemini 3 refuses a request when the first `functionCall` of a step in the current turn

@@ -109,3 +109,34 @@ pub fn gemini_functions_as_json_schema(
     }
     Ok(out)
 }
+
+/// Appends a Gemini turn, merging it into the previous one when both have the same role
+/// and both are (or both are not) function responses: Gemini wants the results of one
+/// step's calls in one user turn, and keeping results apart from user text keeps the turn
+/// boundaries that thought-signature validation looks for.
+pub(crate) fn push_gemini_turn(
+    contents: &mut Vec<crate::gemini::Content>,
+    role: &str,
+    parts: Vec<crate::gemini::Part>,
+) {
+    if parts.is_empty() {
+        return;
+    }
+    if let Some(last) = contents.last_mut()
+        && last.role.as_deref() == Some(role)
+        && is_function_responses(&last.parts) == is_function_responses(&parts)
+    {
+        last.parts.extend(parts);
+        return;
+    }
+    contents.push(crate::gemini::Content {
+        role: Some(role.to_owned()),
+        parts,
+        extra: Map::new(),
+    });
+}
+
+/// Whether a Gemini turn's parts are all function responses.
+pub(crate) fn is_function_responses(parts: &[crate::gemini::Part]) -> bool {
+    parts.iter().all(|p| p.function_response.is_some())
+}

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use crate::gemini::{self, ROLE_MODEL, ROLE_USER};
 use crate::openai::{self, Role};
 use crate::sse::SseEvent;
-use crate::translate::{gemini_schema_to_json_schema, parse_data_url};
+use crate::translate::{gemini_schema_to_json_schema, parse_data_url, push_gemini_turn};
 use crate::{StreamTranslator, TranslateError, TranslateOptions, schema};
 
 /// Thinking budgets for OpenAI's `reasoning_effort` (the mapping Google's OpenAI endpoint
@@ -51,8 +51,8 @@ pub fn openai_request_to_gemini(
             Role::System | Role::Developer => {
                 system_parts.extend(text_only_parts(message)?);
             }
-            Role::User => push_turn(&mut contents, ROLE_USER, user_parts(message, opts)?),
-            Role::Assistant => push_turn(
+            Role::User => push_gemini_turn(&mut contents, ROLE_USER, user_parts(message, opts)?),
+            Role::Assistant => push_gemini_turn(
                 &mut contents,
                 ROLE_MODEL,
                 assistant_parts(message, &mut call_names)?,
@@ -68,14 +68,14 @@ pub fn openai_request_to_gemini(
                     }
                 };
                 let part = function_response_part(Some(id.to_owned()), name, message)?;
-                push_turn(&mut contents, ROLE_USER, vec![part]);
+                push_gemini_turn(&mut contents, ROLE_USER, vec![part]);
             }
             Role::Function => {
                 let name = message.name.clone().ok_or_else(|| {
                     TranslateError::InvalidRequest("function message without name".into())
                 })?;
                 let part = function_response_part(None, name, message)?;
-                push_turn(&mut contents, ROLE_USER, vec![part]);
+                push_gemini_turn(&mut contents, ROLE_USER, vec![part]);
             }
         }
     }
@@ -95,32 +95,6 @@ pub fn openai_request_to_gemini(
     out.tool_config = tool_choice_to_gemini(req.tool_choice.as_ref())?;
     out.generation_config = generation_config_to_gemini(req)?;
     Ok((req.model.clone(), out))
-}
-
-/// Appends a turn, merging it into the previous one when both have the same role and both
-/// are (or both are not) function responses: Gemini wants the results of parallel calls in
-/// one user turn, and keeping results apart from user text keeps turn boundaries where the
-/// thought-signature validation looks for them.
-fn push_turn(contents: &mut Vec<gemini::Content>, role: &str, parts: Vec<gemini::Part>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut()
-        && last.role.as_deref() == Some(role)
-        && is_function_responses(&last.parts) == is_function_responses(&parts)
-    {
-        last.parts.extend(parts);
-        return;
-    }
-    contents.push(gemini::Content {
-        role: Some(role.to_owned()),
-        parts,
-        extra: Map::new(),
-    });
-}
-
-fn is_function_responses(parts: &[gemini::Part]) -> bool {
-    parts.iter().all(|p| p.function_response.is_some())
 }
 
 /// System and developer messages: text only.
