@@ -389,43 +389,29 @@ fn respond(
             None,
         )
     };
-    let Some(rest) = committed.rest else {
-        if let Some(translator) = committed.translator {
-            // A stream that arrived in one chunk still goes through its translator.
-            let mut reframer = StreamReframer::new(translator);
-            let mut marker = EndMarker::new(committed.upstream_protocol);
-            marker.scan(&committed.first);
-            let body = reframer.push(&committed.first).and_then(|mut out| {
-                if !marker.seen {
-                    return Err("the upstream ended the stream before it was complete".into());
-                }
-                let tail = reframer.finish()?;
-                let mut joined = out.to_vec();
-                joined.extend_from_slice(&tail);
-                out = Bytes::from(joined);
-                Ok(out)
-            });
-            let body = body.unwrap_or_else(|failure| {
-                tracing::warn!(reason = %failure, "translated stream failed");
-                answer.cut();
-                protocol::stream_error_event(client_protocol, &failure)
-            });
+    let rest = match committed.rest {
+        Some(rest) => rest,
+        // A stream that arrived in one chunk still goes through its translator, and its
+        // end is checked like any other stream's.
+        None if committed.translator.is_some() => futures::stream::empty().boxed(),
+        None => {
             return response
-                .body(Body::from(body))
+                .body(Body::from(committed.first))
                 .unwrap_or_else(|_| bad_gateway());
         }
-        return response
-            .body(Body::from(committed.first))
-            .unwrap_or_else(|_| bad_gateway());
     };
     let mut marker = EndMarker::new(committed.upstream_protocol);
     marker.scan(&committed.first);
     let mut reframer = committed.translator.map(StreamReframer::new);
+    let mut failed = false;
     let first = match reframer.as_mut() {
         Some(reframer) => match reframer.push(&committed.first) {
             Ok(bytes) => bytes,
             Err(failure) => {
+                // The error event ends the stream: nothing follows it.
+                failed = true;
                 answer.cut();
+                tracing::warn!(reason = %failure, "translated stream failed");
                 protocol::stream_error_event(client_protocol, &failure)
             }
         },
@@ -441,7 +427,7 @@ fn respond(
         marker,
         reframer,
         client_protocol,
-        finished: false,
+        finished: failed,
     };
     let first = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(first) });
     let stream = first.chain(futures::stream::unfold(tail, BodyTail::next));
