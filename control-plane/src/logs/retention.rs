@@ -110,6 +110,8 @@ pub async fn run(logs: LogStore, mut shutdown: watch::Receiver<bool>) {
 impl LogStore {
     /// Deletes everything before the cutoffs (blocking). `stop` is asked between chunks.
     pub fn enforce(&self, cutoffs: &Cutoffs, stop: &dyn Fn() -> bool) -> Result<Deleted, Error> {
+        // Old buckets still waiting as pending updates would come back after the trim.
+        self.compact()?;
         let requests = self.trim(LogTree::Requests, &keys::time_bound(cutoffs.requests), stop)?;
         let errors = self.trim_errors(cutoffs.errors, stop)?;
         let minutes = self.trim(

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use fulcrum_proto::pb;
+use prost::Message;
 
 #[cfg(test)]
 use super::keys::bucket_key;
@@ -242,6 +243,67 @@ impl BucketUpdates {
             }
         }
     }
+}
+
+impl BucketUpdates {
+    /// The updates as one value of the pending tree.
+    pub fn encode(&self) -> Vec<u8> {
+        let entries = |map: &HashMap<Vec<u8>, Counts>| {
+            map.iter()
+                .map(|(key, counts)| PendingBucket {
+                    key: key.clone(),
+                    counts: Some(counts.clone()),
+                })
+                .collect()
+        };
+        PendingBuckets {
+            minutes: entries(&self.minutes),
+            hours: entries(&self.hours),
+        }
+        .encode_to_vec()
+    }
+
+    /// Adds a value of the pending tree to these updates.
+    pub fn merge_encoded(&mut self, bytes: &[u8]) -> Result<(), prost::DecodeError> {
+        let pending = PendingBuckets::decode(bytes)?;
+        for (map, entries) in [
+            (&mut self.minutes, pending.minutes),
+            (&mut self.hours, pending.hours),
+        ] {
+            for entry in entries {
+                let counts = entry.counts.unwrap_or_default();
+                match map.get_mut(entry.key.as_slice()) {
+                    Some(sum) => sum.merge(&counts),
+                    None => {
+                        map.insert(entry.key, counts);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.minutes.is_empty() && self.hours.is_empty()
+    }
+}
+
+/// The counter updates of one stored batch, waiting in `log_stats_pending` to be added to
+/// the bucket trees.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PendingBuckets {
+    #[prost(message, repeated, tag = "1")]
+    minutes: Vec<PendingBucket>,
+    #[prost(message, repeated, tag = "2")]
+    hours: Vec<PendingBucket>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PendingBucket {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(message, optional, tag = "2")]
+    counts: Option<Counts>,
 }
 
 /// The buckets a window reads: which tree, how wide a point is, and which slots.
