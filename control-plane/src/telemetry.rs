@@ -21,8 +21,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::health::KeyHealth;
-use crate::logs::{Ingested, LogStore};
+use futures::FutureExt;
+
+use crate::logs::{Batch, Ingested, LogStore};
 use crate::sessions::Sessions;
+
+/// Most batches of one stream stored together under one flush.
+const GROUP_MAX: usize = 32;
 
 /// Serves report streams.
 #[derive(Clone)]
@@ -65,44 +70,50 @@ impl Telemetry {
     ) {
         let mut shutdown = self.sessions.shutdown.clone();
         let mut identity: Option<(String, String)> = None;
-        loop {
-            let batch = tokio::select! {
+        let mut ended = false;
+        while !ended {
+            let first = tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return,
                 message = inbound.message() => match message {
                     Ok(Some(batch)) => batch,
                     Ok(None) | Err(_) => return,
                 },
             };
-            let (node, instance) = match &identity {
-                Some(identity) => identity.clone(),
-                None => {
-                    let node = batch
-                        .node
-                        .as_ref()
-                        .map(|n| n.id.trim().to_string())
-                        .unwrap_or_default();
-                    if node.is_empty() || batch.instance_id.trim().is_empty() {
-                        let status = Status::invalid_argument(
-                            "the first report must carry node.id and instance_id",
-                        );
-                        let _ = tx.send(Err(status)).await;
-                        return;
+            // Batches that arrived with it share its flush (a data plane keeps many in
+            // flight). `message()` keeps its state in the stream, so a poll that finds
+            // nothing ready loses nothing.
+            let mut group = vec![first];
+            while group.len() < GROUP_MAX {
+                match inbound.message().now_or_never() {
+                    Some(Ok(Some(batch))) => group.push(batch),
+                    Some(Ok(None) | Err(_)) => {
+                        ended = true;
+                        break;
                     }
-                    let instance = batch.instance_id.clone();
-                    match self.logs.applied(&instance) {
-                        Ok(stored) => self.mark_applied(&instance, stored),
-                        Err(e) => {
-                            tracing::error!(node = %node, error = %e, "cannot read the applied batch sequence");
-                            let _ = tx.send(Err(unavailable())).await;
+                    None => break,
+                }
+            }
+            let mut acks = Vec::with_capacity(group.len());
+            let mut to_store = Vec::new();
+            for batch in group {
+                let (node, instance) = match &identity {
+                    Some(identity) => identity.clone(),
+                    None => match self.identify(&batch) {
+                        Ok(found) => {
+                            identity = Some(found.clone());
+                            found
+                        }
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
                             return;
                         }
-                    }
-                    identity = Some((node.clone(), instance.clone()));
-                    (node, instance)
+                    },
+                };
+                self.logs.note_dropped(&instance, batch.dropped_records);
+                acks.push(batch.sequence);
+                if batch.sequence <= self.last_applied(&instance) {
+                    continue;
                 }
-            };
-            self.logs.note_dropped(&instance, batch.dropped_records);
-            if batch.sequence > self.last_applied(&instance) {
                 // Key events first: if the records then fail, the batch is sent again and
                 // its key events applied twice, which is harmless; the other order could
                 // lose them.
@@ -111,31 +122,71 @@ impl Telemetry {
                     let _ = tx.send(Err(unavailable())).await;
                     return;
                 }
-                let records = batch.records.len();
-                match self
-                    .logs
-                    .ingest(&instance, batch.sequence, batch.records)
-                    .await
-                {
-                    Ok(Ingested::Repeat) => {
-                        tracing::debug!(node = %node, sequence = batch.sequence, "batch stored before; not stored again");
-                    }
-                    Ok(Ingested::Stored { .. }) => {}
-                    Err(e) => {
-                        tracing::error!(node = %node, records, error = %e, "cannot store request records");
-                        let _ = tx.send(Err(unavailable())).await;
-                        return;
+                to_store.push(Batch {
+                    instance_id: instance,
+                    sequence: batch.sequence,
+                    records: batch.records,
+                });
+            }
+            let records: usize = to_store.iter().map(|b| b.records.len()).sum();
+            let stored: Vec<(String, u64)> = to_store
+                .iter()
+                .map(|b| (b.instance_id.clone(), b.sequence))
+                .collect();
+            match self.logs.ingest_many(to_store).await {
+                Ok(outcomes) => {
+                    let repeats = outcomes
+                        .iter()
+                        .filter(|o| matches!(o, Ingested::Repeat))
+                        .count();
+                    if repeats > 0 {
+                        tracing::debug!(repeats, "batches stored before; not stored again");
                     }
                 }
-                self.mark_applied(&instance, batch.sequence);
+                Err(e) => {
+                    let node = identity.as_ref().map_or("?", |(node, _)| node.as_str());
+                    tracing::error!(node = %node, records, error = %e, "cannot store request records");
+                    let _ = tx.send(Err(unavailable())).await;
+                    return;
+                }
             }
-            let ack = pb::ReportResponse {
-                acked_sequence: batch.sequence,
-            };
-            if tx.send(Ok(ack)).await.is_err() {
-                return;
+            for (instance, sequence) in stored {
+                self.mark_applied(&instance, sequence);
+            }
+            for acked_sequence in acks {
+                if tx
+                    .send(Ok(pb::ReportResponse { acked_sequence }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
         }
+    }
+
+    /// The node and instance a stream's first batch names, with the instance's applied
+    /// sequence loaded from the store.
+    fn identify(&self, batch: &pb::ReportRequest) -> Result<(String, String), Status> {
+        let node = batch
+            .node
+            .as_ref()
+            .map(|n| n.id.trim().to_string())
+            .unwrap_or_default();
+        if node.is_empty() || batch.instance_id.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "the first report must carry node.id and instance_id",
+            ));
+        }
+        let instance = batch.instance_id.clone();
+        match self.logs.applied(&instance) {
+            Ok(stored) => self.mark_applied(&instance, stored),
+            Err(e) => {
+                tracing::error!(node = %node, error = %e, "cannot read the applied batch sequence");
+                return Err(unavailable());
+            }
+        }
+        Ok((node, instance))
     }
 }
 

@@ -110,6 +110,14 @@ pub struct TailBatch {
     pub records: Vec<pb::RequestRecord>,
 }
 
+/// One batch of records of a data-plane instance, as it arrived.
+#[derive(Debug)]
+pub struct Batch {
+    pub instance_id: String,
+    pub sequence: u64,
+    pub records: Vec<pb::RequestRecord>,
+}
+
 /// What [`LogStore::ingest`] did with a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingested {
@@ -270,31 +278,54 @@ impl LogStore {
         sequence: u64,
         records: Vec<pb::RequestRecord>,
     ) -> Result<Ingested, Error> {
-        if records.is_empty() {
-            return Ok(Ingested::Stored {
-                requests: 0,
-                errors: 0,
-            });
-        }
+        let mut outcomes = self
+            .ingest_many(vec![Batch {
+                instance_id: instance_id.to_string(),
+                sequence,
+                records,
+            }])
+            .await?;
+        Ok(outcomes.pop().unwrap_or(Ingested::Repeat))
+    }
+
+    /// Stores batches (each in its own transaction, in order) and flushes once for all of
+    /// them: a stream's batches that arrived together share one flush. Returns what
+    /// happened to each, once all are durable. On an error, none is durable for sure: the
+    /// caller acknowledges none of them, and those stored are repeats when sent again.
+    pub async fn ingest_many(&self, batches: Vec<Batch>) -> Result<Vec<Ingested>, Error> {
         let this = self.clone();
-        let instance = instance_id.to_string();
-        let (outcome, records) =
-            tokio::task::spawn_blocking(move || this.ingest_blocking(&instance, sequence, records))
-                .await
-                .map_err(|e| Error::Internal(format!("log write task failed: {e}")))??;
-        let Ingested::Stored { requests, errors } = outcome else {
-            return Ok(outcome);
-        };
-        self.inner.store.flush().await?;
+        let stored = tokio::task::spawn_blocking(move || {
+            batches
+                .into_iter()
+                .map(|batch| {
+                    this.ingest_blocking(&batch.instance_id, batch.sequence, batch.records)
+                })
+                .collect::<Result<Vec<_>, Error>>()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("log write task failed: {e}")))??;
+        if stored.iter().any(|(outcome, records)| {
+            matches!(outcome, Ingested::Stored { .. }) && !records.is_empty()
+        }) {
+            self.inner.store.flush().await?;
+        }
+        let mut outcomes = Vec::with_capacity(stored.len());
         let metrics = &self.inner.metrics;
-        metrics.batches.fetch_add(1, Ordering::Relaxed);
-        metrics.requests.fetch_add(requests, Ordering::Relaxed);
-        metrics.errors.fetch_add(errors, Ordering::Relaxed);
-        self.publish(records);
+        for (outcome, records) in stored {
+            if let Ingested::Stored { requests, errors } = outcome
+                && !records.is_empty()
+            {
+                metrics.batches.fetch_add(1, Ordering::Relaxed);
+                metrics.requests.fetch_add(requests, Ordering::Relaxed);
+                metrics.errors.fetch_add(errors, Ordering::Relaxed);
+                self.publish(records);
+            }
+            outcomes.push(outcome);
+        }
         if self.compaction_due() {
             let this = self.clone();
-            // The batch is durable and counted as pending: a failed compaction loses
-            // nothing, the next one (or the next stats query) takes its updates.
+            // The batches are durable and counted as pending: a failed compaction loses
+            // nothing, the next one (or the next stats query) takes their updates.
             match tokio::task::spawn_blocking(move || this.compact()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -305,7 +336,7 @@ impl LogStore {
                 }
             }
         }
-        Ok(outcome)
+        Ok(outcomes)
     }
 
     /// Whether enough batches wait, or one waited long enough, for a compaction.
