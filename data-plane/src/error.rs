@@ -26,9 +26,10 @@ pub enum Error {
     /// The pooled upstream HTTP client could not be built (no TLS roots, for one).
     #[error("cannot build the upstream http client: {0}")]
     UpstreamClient(String),
-    /// The HTTP server stopped with an error before shutdown was asked for.
-    #[error("http server failed")]
-    Http(#[source] io::Error),
+    /// The TLS options towards the control plane do not fit its URL, or their files do
+    /// not load.
+    #[error("control plane tls: {0}")]
+    ControlPlaneTls(String),
     /// One of the data plane's own tasks panicked: a bug.
     #[error("the {task} task panicked")]
     TaskPanicked {

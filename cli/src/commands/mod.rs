@@ -45,6 +45,31 @@ pub struct GlobalArgs {
     /// Output format: aligned tables for people, one JSON document for scripts.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// PEM CA certificates that an https:// control plane's certificate must chain to
+    /// [default: the system's CAs].
+    #[arg(long, global = true, env = "FULCRUM_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a control plane that requires one (mutual TLS).
+    #[arg(long, global = true, env = "FULCRUM_CLIENT_CERT")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, env = "FULCRUM_CLIENT_KEY")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Name the control plane's certificate must carry, when it is not the endpoint's host.
+    #[arg(long, global = true, env = "FULCRUM_SERVER_NAME")]
+    pub server_name: Option<String>,
+}
+
+impl GlobalArgs {
+    /// The TLS options towards the control plane.
+    pub fn tls(&self) -> fulcrum_listen::ClientTlsFiles {
+        fulcrum_listen::ClientTlsFiles {
+            ca: self.ca_cert.clone(),
+            cert: self.client_cert.clone(),
+            key: self.client_key.clone(),
+            server_name: self.server_name.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,11 +149,17 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
 }
 
 async fn connect(global: &GlobalArgs) -> anyhow::Result<AdminClient> {
-    client::connect(&global.endpoint, global.token.as_deref()).await
+    client::connect(&global.endpoint, global.token.as_deref(), &global.tls()).await
 }
 
 async fn connect_logs(global: &GlobalArgs, streaming: bool) -> anyhow::Result<LogClient> {
-    client::connect_logs(&global.endpoint, global.token.as_deref(), streaming).await
+    client::connect_logs(
+        &global.endpoint,
+        global.token.as_deref(),
+        &global.tls(),
+        streaming,
+    )
+    .await
 }
 
 /// One line for stderr. gRPC errors show the server's message, which names the culprit;
