@@ -76,3 +76,80 @@ impl ClientTlsFiles {
         Ok(config)
     }
 }
+
+/// What a TLS failure somewhere in `err`'s sources means for the person who set up the
+/// client, or `None` when no TLS error is among them. With TLS 1.3 a refused client
+/// certificate only shows as an alert on the first read, deep inside a transport error,
+/// and by then tokio-rustls has turned rustls's error into text: the text is what is read.
+pub fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let mut text = e.to_string();
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            text.push_str(&inner.to_string());
+        }
+        if let Some(meaning) = tls_meaning(&text) {
+            return Some(meaning);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Reads rustls's own wording: "received fatal alert: <Alert>", "invalid peer
+/// certificate: <why>".
+fn tls_meaning(text: &str) -> Option<&'static str> {
+    const REFUSED: &[&str] = &[
+        "UnknownCA",
+        "BadCertificate",
+        "CertificateUnknown",
+        "UnsupportedCertificate",
+        "CertificateExpired",
+        "CertificateRevoked",
+        "AccessDenied",
+        "DecryptError",
+    ];
+    if let Some((_, alert)) = text.split_once("received fatal alert: ") {
+        if alert.starts_with("CertificateRequired") {
+            return Some("the server requires a client certificate: give one with its key");
+        }
+        if REFUSED.iter().any(|name| alert.starts_with(name)) {
+            return Some(
+                "the server refused the client certificate: is it signed by the server's client CA, and current?",
+            );
+        }
+        return Some("the server ended the TLS handshake");
+    }
+    if text.contains("invalid peer certificate") {
+        return Some(
+            "the server's certificate is not trusted: check the CA file and the server name",
+        );
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_and_certificate_errors_read_as_advice() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: CertificateRequired",
+        );
+        assert_eq!(
+            tls_failure(&io),
+            Some("the server requires a client certificate: give one with its key")
+        );
+        let refused = std::io::Error::other("received fatal alert: UnknownCA");
+        assert!(tls_failure(&refused).unwrap().starts_with("the server refused"));
+        let untrusted = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        assert!(tls_failure(&untrusted).unwrap().contains("not trusted"));
+        let unrelated = std::io::Error::other("connection refused");
+        assert_eq!(tls_failure(&unrelated), None);
+    }
+}

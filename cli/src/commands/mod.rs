@@ -165,6 +165,13 @@ async fn connect_logs(global: &GlobalArgs, streaming: bool) -> anyhow::Result<Lo
 /// One line for stderr. gRPC errors show the server's message, which names the culprit;
 /// the two that mean "wrong setup" say what to fix instead.
 pub fn describe_error(err: &anyhow::Error, endpoint: &str) -> String {
+    if let Some(tls) = fulcrum_listen::client::tls_failure(err.as_ref()) {
+        return format!(
+            "cannot talk to the control plane at {}: {tls} ({})",
+            client::normalize_endpoint(endpoint),
+            client::error_chain(err.as_ref())
+        );
+    }
     let Some(status) = err.downcast_ref::<tonic::Status>() else {
         return format!("{err:#}");
     };
