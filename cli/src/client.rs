@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use fulcrum_listen::ClientTlsFiles;
 use fulcrum_proto::pb::admin_service_client::AdminServiceClient;
 use fulcrum_proto::pb::log_service_client::LogServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use fulcrum_listen::ClientTlsFiles;
 use tonic::transport::{Channel, Endpoint};
 
 /// An unreachable endpoint should fail fast instead of hanging a script.
@@ -125,7 +125,9 @@ async fn open(
             .tls_config(config)
             .map_err(|err| anyhow!("tls: {}", error_chain(&err)))?;
     } else if !tls.is_empty() {
-        bail!("--ca-cert, --client-cert, --client-key and --server-name need an https:// endpoint, not {url}");
+        bail!(
+            "--ca-cert, --client-cert, --client-key and --server-name need an https:// endpoint, not {url}"
+        );
     }
     let channel = endpoint.connect().await.map_err(|err| {
         anyhow!(

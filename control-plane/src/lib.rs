@@ -130,11 +130,15 @@ impl ControlPlane {
     /// Serves both listeners over TLS from `files` (mutual TLS on gRPC when it names a
     /// client CA), looking at the files every `reload_every` and on SIGHUP for new ones.
     /// The files are read now: a bad one fails here, not at the first handshake.
-    pub fn with_tls(mut self, files: ServerTlsFiles, reload_every: Duration) -> Result<Self, Error> {
+    pub fn with_tls(
+        mut self,
+        files: ServerTlsFiles,
+        reload_every: Duration,
+    ) -> Result<Self, Error> {
         let http = ServerTls::load(files.without_client_ca(), ALPN_HTTP)
             .map_err(|e| Error::Startup(format!("tls: {e}")))?;
-        let grpc = ServerTls::load(files, ALPN_GRPC)
-            .map_err(|e| Error::Startup(format!("tls: {e}")))?;
+        let grpc =
+            ServerTls::load(files, ALPN_GRPC).map_err(|e| Error::Startup(format!("tls: {e}")))?;
         self.tls = Some(Tls {
             grpc,
             http,
@@ -241,7 +245,9 @@ impl ControlPlane {
         let mut retention = tokio::spawn(logs::retention::run(logs.clone(), stop_rx.clone()));
 
         let tls_on = tls.is_some();
-        let mtls_on = tls.as_ref().is_some_and(|tls| tls.grpc.requires_client_cert());
+        let mtls_on = tls
+            .as_ref()
+            .is_some_and(|tls| tls.grpc.requires_client_cert());
         let grpc_addr = addr(&listeners.grpc);
         let http_addr = addr(&listeners.http);
         let router = tonic::transport::Server::builder()

@@ -85,7 +85,10 @@ impl Discovery {
     /// Speaks TLS to an `https://` control plane: with the given CA, client certificate
     /// and server name, or the system's CAs when none is given. TLS files with an
     /// `http://` URL are refused: they would be silently unused.
-    pub(crate) fn with_tls(mut self, files: &fulcrum_listen::ClientTlsFiles) -> Result<Self, Error> {
+    pub(crate) fn with_tls(
+        mut self,
+        files: &fulcrum_listen::ClientTlsFiles,
+    ) -> Result<Self, Error> {
         let https = self.endpoint.uri().scheme_str() == Some("https");
         if !https {
             if files.is_empty() {

@@ -138,7 +138,8 @@ impl StreamError {
 /// `: <what failed underneath>` for a status made from a transport error (a TLS alert,
 /// a reset), whose message alone says only "transport error".
 fn cause(status: &tonic::Status) -> String {
-    std::error::Error::source(status).map_or_else(String::new, |source| format!(": {}", Chain(source)))
+    std::error::Error::source(status)
+        .map_or_else(String::new, |source| format!(": {}", Chain(source)))
 }
 
 /// Displays an error with its sources, `outer: inner: innermost`, for one-line logs.

@@ -146,7 +146,11 @@ mod tests {
             Some("the server requires a client certificate: give one with its key")
         );
         let refused = std::io::Error::other("received fatal alert: UnknownCA");
-        assert!(tls_failure(&refused).unwrap().starts_with("the server refused"));
+        assert!(
+            tls_failure(&refused)
+                .unwrap()
+                .starts_with("the server refused")
+        );
         let untrusted = std::io::Error::other("invalid peer certificate: UnknownIssuer");
         assert!(tls_failure(&untrusted).unwrap().contains("not trusted"));
         let unrelated = std::io::Error::other("connection refused");

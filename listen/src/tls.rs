@@ -317,14 +317,13 @@ fn build(
         }
         _ => builder.with_no_client_auth(),
     };
-    let mut config =
-        builder
-            .with_single_cert(chain, key)
-            .map_err(|source| TlsError::Identity {
-                cert: files.cert.clone(),
-                key: files.key.clone(),
-                source,
-            })?;
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|source| TlsError::Identity {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            source,
+        })?;
     config.alpn_protocols = alpn.to_vec();
     Ok(config)
 }

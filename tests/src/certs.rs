@@ -76,10 +76,17 @@ impl TestCa {
         )
     }
 
-    fn issue(&self, common_name: &str, sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -> Issued {
+    fn issue(
+        &self,
+        common_name: &str,
+        sans: Vec<SanType>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Issued {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("empty SAN list");
         params.subject_alt_names = sans;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().expect("generate key");

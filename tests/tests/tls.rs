@@ -12,7 +12,9 @@ use fulcrum_listen::tls::ALPN_HTTP;
 use fulcrum_listen::{ClientTlsFiles, PeerIdentity, ServerTls, ServerTlsFiles};
 use fulcrum_proto::pb;
 use fulcrum_proto::pb::admin_service_client::AdminServiceClient;
-use fulcrum_tests::certs::{Files, TestCa, connect_tls, client_config, get_on, https_get, write_ca};
+use fulcrum_tests::certs::{
+    Files, TestCa, client_config, connect_tls, get_on, https_get, write_ca,
+};
 use fulcrum_tests::control::BearerToken;
 use fulcrum_tests::{ControlPlaneHandle, DataPlaneHandle, eventually, http_get, run_fulcrumctl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,7 +39,9 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("fulcrum test ca");
         let ca_path = write_ca(&ca, dir.path(), "ca");
-        let control_plane = ca.server("control-plane").write(dir.path(), "control-plane");
+        let control_plane = ca
+            .server("control-plane")
+            .write(dir.path(), "control-plane");
         let data_plane = ca.server("data-plane").write(dir.path(), "data-plane");
         Self {
             dir,
@@ -83,7 +87,11 @@ async fn control_plane(pki: &Pki, client_ca: Option<PathBuf>) -> ControlPlaneHan
         &pki.path().join("store"),
         10_000,
         "127.0.0.1:0".parse().unwrap(),
-        move |control| control.with_tls(files, RELOAD_EVERY).expect("tls files load"),
+        move |control| {
+            control
+                .with_tls(files, RELOAD_EVERY)
+                .expect("tls files load")
+        },
     )
     .await
 }
@@ -234,7 +242,10 @@ async fn right_client_certificate_serves_and_shows_in_status() {
     )
     .await
     .json();
-    assert_eq!(json["data_planes"][0]["peer_identity"]["common_name"], "dp-1");
+    assert_eq!(
+        json["data_planes"][0]["peer_identity"]["common_name"],
+        "dp-1"
+    );
 
     // Without the client certificate fulcrumctl is refused, with a message and no panic.
     run_fulcrumctl(
@@ -264,7 +275,13 @@ async fn wrong_or_missing_client_certificate_is_refused() {
     let pki = Pki::new();
     let control = control_plane(&pki, Some(pki.ca_path.clone())).await;
     let other_ca = TestCa::new("someone else's ca");
-    let wrong = data_plane(&control, "dp-wrong", pki.client(&other_ca, "dp-wrong"), None).await;
+    let wrong = data_plane(
+        &control,
+        "dp-wrong",
+        pki.client(&other_ca, "dp-wrong"),
+        None,
+    )
+    .await;
     let missing = data_plane(&control, "dp-missing", pki.anonymous(), None).await;
     let right = data_plane(&control, "dp-right", pki.client(&pki.ca, "dp-right"), None).await;
 
@@ -293,7 +310,9 @@ async fn wrong_or_missing_client_certificate_is_refused() {
         refused.starts_with("the server refused the client certificate"),
         "{refused}"
     );
-    let anonymous = admin_over_tls(&control, &pki.anonymous()).await.unwrap_err();
+    let anonymous = admin_over_tls(&control, &pki.anonymous())
+        .await
+        .unwrap_err();
     assert!(
         anonymous.starts_with("the server requires a client certificate"),
         "{anonymous}"
@@ -341,7 +360,10 @@ async fn plaintext_to_tls_listeners_fails_cleanly_and_they_keep_serving() {
     assert_eq!(served.common_name.as_deref(), Some("control-plane"));
     let status = admin_over_tls(&control, &pki.anonymous()).await.unwrap();
     assert_eq!(status.data_planes.len(), 1);
-    assert!(status.data_planes[0].peer_identity.is_none(), "no mTLS, no identity");
+    assert!(
+        status.data_planes[0].peer_identity.is_none(),
+        "no mTLS, no identity"
+    );
 
     dp.stop().await;
     control.stop().await;
@@ -349,8 +371,9 @@ async fn plaintext_to_tls_listeners_fails_cleanly_and_they_keep_serving() {
 
 /// The common name of the certificate a new TLS connection to `addr` is served.
 async fn served_name(addr: SocketAddr, ca_pem: &str) -> Option<String> {
-    let (_, identity): (_, PeerIdentity) =
-        connect_tls(addr, client_config(ca_pem, &[b"http/1.1"])).await.ok()?;
+    let (_, identity): (_, PeerIdentity) = connect_tls(addr, client_config(ca_pem, &[b"http/1.1"]))
+        .await
+        .ok()?;
     identity.common_name
 }
 
@@ -367,7 +390,10 @@ async fn certificates_reload_without_a_restart() {
     .await;
     dp.wait_for_revision(control.store().revision()).await;
     let ca_pem = pki.ca.pem();
-    assert_eq!(served_name(dp.addr, &ca_pem).await.as_deref(), Some("data-plane"));
+    assert_eq!(
+        served_name(dp.addr, &ca_pem).await.as_deref(),
+        Some("data-plane")
+    );
 
     // A connection opened before the rotation keeps working after it.
     let (mut before, _) = connect_tls(dp.addr, client_config(&ca_pem, &[b"http/1.1"]))
@@ -376,11 +402,17 @@ async fn certificates_reload_without_a_restart() {
     assert_eq!(get_on(&mut before, "/healthz").await.unwrap().0, 200);
 
     // Rotate the data plane's certificate on disk: new connections see the new one.
-    pki.ca.server("data-plane-rotated").write(pki.path(), "data-plane");
-    eventually("the rotated certificate is served", Duration::from_secs(5), || async {
-        (served_name(dp.addr, &ca_pem).await.as_deref() == Some("data-plane-rotated"))
-            .then_some(())
-    })
+    pki.ca
+        .server("data-plane-rotated")
+        .write(pki.path(), "data-plane");
+    eventually(
+        "the rotated certificate is served",
+        Duration::from_secs(5),
+        || async {
+            (served_name(dp.addr, &ca_pem).await.as_deref() == Some("data-plane-rotated"))
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(get_on(&mut before, "/healthz").await.unwrap().0, 200);
 
@@ -408,9 +440,11 @@ async fn certificates_reload_without_a_restart() {
     };
     let new_admin = with_ca(pki.client(&other_ca, "admin-2"));
     let old_admin = with_ca(pki.client(&pki.ca, "admin-1"));
-    eventually("a certificate from the new client CA is accepted", Duration::from_secs(5), || async {
-        admin_over_tls(&control, &new_admin).await.ok()
-    })
+    eventually(
+        "a certificate from the new client CA is accepted",
+        Duration::from_secs(5),
+        || async { admin_over_tls(&control, &new_admin).await.ok() },
+    )
     .await;
     assert!(admin_over_tls(&control, &old_admin).await.is_err());
     // The data plane's stream, verified before the swap, is not cut.

@@ -55,7 +55,10 @@ fn identity_text(identity: &pb::PeerIdentity) -> String {
 fn data_planes_table(status: &pb::GetStatusResponse, now: i64) -> Table {
     // The identity column only when mutual TLS is on, so that plaintext setups see no
     // column of dashes.
-    let with_identity = status.data_planes.iter().any(|dp| dp.peer_identity.is_some());
+    let with_identity = status
+        .data_planes
+        .iter()
+        .any(|dp| dp.peer_identity.is_some());
     const HEADERS: [&str; 5] = ["NODE ID", "LISTEN ADDR", "APPLIED", "LAST ACK", "LAST NACK"];
     let mut table = if with_identity {
         let [a, b, c, d, e] = HEADERS;
@@ -195,7 +198,13 @@ mod tests {
              dp-1     -            1        1s ago    -          CN=dp-1 (dp-1.internal, spiffe://fulcrum/dp-1)\n"
         );
         let json = status_json(&status);
-        assert_eq!(json["data_planes"][0]["peer_identity"]["common_name"], "dp-1");
-        assert_eq!(json["data_planes"][0]["peer_identity"]["names"][1], "spiffe://fulcrum/dp-1");
+        assert_eq!(
+            json["data_planes"][0]["peer_identity"]["common_name"],
+            "dp-1"
+        );
+        assert_eq!(
+            json["data_planes"][0]["peer_identity"]["names"][1],
+            "spiffe://fulcrum/dp-1"
+        );
     }
 }
