@@ -117,8 +117,8 @@ impl StreamError {
             StreamError::Status(status) => fulcrum_listen::client::tls_failure(status),
             StreamError::Closed | StreamError::ApplyPanicked(_) => None,
         };
-        if tls.is_some() {
-            return tls;
+        if let Some(tls) = tls {
+            return Some(tls.advice);
         }
         match self {
             StreamError::Status(status) => match status.code() {

@@ -77,22 +77,37 @@ impl ClientTlsFiles {
     }
 }
 
-/// What a TLS failure somewhere in `err`'s sources means for the person who set up the
-/// client, or `None` when no TLS error is among them. With TLS 1.3 a refused client
-/// certificate only shows as an alert on the first read, deep inside a transport error,
-/// and by then tokio-rustls has turned rustls's error into text: the text is what is read.
-pub fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+/// A TLS failure found among an error's sources: what it means for the person who set up
+/// the client, and rustls's own words for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFailure {
+    pub advice: &'static str,
+    /// "received fatal alert: UnknownCA", "invalid peer certificate: UnknownIssuer".
+    pub detail: String,
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.advice, self.detail)
+    }
+}
+
+/// The TLS failure somewhere in `err`'s sources, or `None` when there is none. With
+/// TLS 1.3 a refused client certificate only shows as an alert on the first read, deep
+/// inside a transport error, and by then tokio-rustls has turned rustls's error into
+/// text: the text is what is read.
+pub fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
     let mut current = Some(err);
     while let Some(e) = current {
-        let mut text = e.to_string();
-        if let Some(inner) = e
+        // An io::Error shows its inner error's text, or hides it behind a kind: try both.
+        let inner = e
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref)
+            .map(ToString::to_string);
+        if let Some(found) =
+            tls_meaning(&e.to_string()).or_else(|| inner.as_deref().and_then(tls_meaning))
         {
-            text.push_str(&inner.to_string());
-        }
-        if let Some(meaning) = tls_meaning(&text) {
-            return Some(meaning);
+            return Some(found);
         }
         current = e.source();
     }
@@ -101,7 +116,7 @@ pub fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<&'static s
 
 /// Reads rustls's own wording: "received fatal alert: <Alert>", "invalid peer
 /// certificate: <why>".
-fn tls_meaning(text: &str) -> Option<&'static str> {
+fn tls_meaning(text: &str) -> Option<TlsFailure> {
     const REFUSED: &[&str] = &[
         "UnknownCA",
         "BadCertificate",
@@ -112,23 +127,31 @@ fn tls_meaning(text: &str) -> Option<&'static str> {
         "AccessDenied",
         "DecryptError",
     ];
-    if let Some((_, alert)) = text.split_once("received fatal alert: ") {
-        if alert.starts_with("CertificateRequired") {
-            return Some("the server requires a client certificate: give one with its key");
-        }
-        if REFUSED.iter().any(|name| alert.starts_with(name)) {
-            return Some(
-                "the server refused the client certificate: is it signed by the server's client CA, and current?",
-            );
-        }
-        return Some("the server ended the TLS handshake");
+    let detail = |at: usize| {
+        let rest = &text[at..];
+        // Up to the end of rustls's phrase: the next quote, paren or line end.
+        let end = rest.find(['"', ')', '\n', '}']).unwrap_or(rest.len());
+        rest[..end].trim().to_string()
+    };
+    if let Some(at) = text.find("received fatal alert: ") {
+        let alert = &text[at + "received fatal alert: ".len()..];
+        let advice = if alert.starts_with("CertificateRequired") {
+            "the server requires a client certificate: give one with its key"
+        } else if REFUSED.iter().any(|name| alert.starts_with(name)) {
+            "the server refused the client certificate: is it signed by the server's client CA, and current?"
+        } else {
+            "the server ended the TLS handshake"
+        };
+        return Some(TlsFailure {
+            advice,
+            detail: detail(at),
+        });
     }
-    if text.contains("invalid peer certificate") {
-        return Some(
-            "the server's certificate is not trusted: check the CA file and the server name",
-        );
-    }
-    None
+    let at = text.find("invalid peer certificate")?;
+    Some(TlsFailure {
+        advice: "the server's certificate is not trusted: check the CA file and the server name",
+        detail: detail(at),
+    })
 }
 
 #[cfg(test)]
@@ -143,16 +166,19 @@ mod tests {
         );
         assert_eq!(
             tls_failure(&io),
-            Some("the server requires a client certificate: give one with its key")
+            Some(TlsFailure {
+                advice: "the server requires a client certificate: give one with its key",
+                detail: "received fatal alert: CertificateRequired".to_string(),
+            })
         );
         let refused = std::io::Error::other("received fatal alert: UnknownCA");
-        assert!(
-            tls_failure(&refused)
-                .unwrap()
-                .starts_with("the server refused")
-        );
-        let untrusted = std::io::Error::other("invalid peer certificate: UnknownIssuer");
-        assert!(tls_failure(&untrusted).unwrap().contains("not trusted"));
+        let found = tls_failure(&refused).unwrap();
+        assert!(found.advice.starts_with("the server refused"), "{found}");
+        let untrusted =
+            std::io::Error::other("Custom { error: \"invalid peer certificate: UnknownIssuer\" }");
+        let found = tls_failure(&untrusted).unwrap();
+        assert!(found.advice.contains("not trusted"), "{found}");
+        assert_eq!(found.detail, "invalid peer certificate: UnknownIssuer");
         let unrelated = std::io::Error::other("connection refused");
         assert_eq!(tls_failure(&unrelated), None);
     }

@@ -167,9 +167,37 @@ async fn connect_logs(global: &GlobalArgs, streaming: bool) -> anyhow::Result<Lo
 pub fn describe_error(err: &anyhow::Error, endpoint: &str) -> String {
     if let Some(tls) = fulcrum_listen::client::tls_failure(err.as_ref()) {
         return format!(
-            "cannot talk to the control plane at {}: {tls} ({})",
-            client::normalize_endpoint(endpoint),
-            client::error_chain(err.as_ref())
+            "cannot talk to the control plane at {}: {tls}",
+            client::normalize_endpoint(endpoint)
+        );
+    }
+    // A connection cut under the call: against a TLS listener in the clear (the h2 codec
+    // reads garbage), or by a control plane that wants a client certificate and closed
+    // before its alert was read. Which one races, so both read as the same advice.
+    let url = client::normalize_endpoint(endpoint);
+    // A status's own Display is a debug dump; what cut the connection is in its source.
+    let text = match err.downcast_ref::<tonic::Status>() {
+        Some(status) => std::error::Error::source(status)
+            .map_or_else(|| status.message().to_string(), client::error_chain),
+        None => client::error_chain(err.as_ref()),
+    };
+    let cut = [
+        "transport error",
+        "operation was canceled",
+        "connection closed",
+        "broken pipe",
+        "http2 error",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle));
+    if cut && url.starts_with("http://") {
+        return format!(
+            "the control plane at {url} closed the connection ({text}): if it serves TLS, use an https:// endpoint"
+        );
+    }
+    if cut && url.starts_with("https://") {
+        return format!(
+            "the control plane at {url} closed the connection ({text}): if it requires client certificates, give --client-cert and --client-key signed by its client CA"
         );
     }
     let Some(status) = err.downcast_ref::<tonic::Status>() else {
