@@ -165,6 +165,7 @@ impl DataPlane {
             metrics: self.metrics,
             runtime: self.runtime.clone(),
             stats: self.stats,
+            connections: Arc::clone(&self.connections),
         };
         // Every task watches one switch, so that shutdown reaches them in one step; the
         // shipper has its own, thrown once the last answer is out and recorded.

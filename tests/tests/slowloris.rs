@@ -101,8 +101,12 @@ async fn slow_client(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_slow_clients_do_not_starve_normal_traffic() {
     const SLOW: usize = 500;
+    // Longer than in the other tests, so that "answered within half the timeout" still
+    // tells a served request from one that waited for the slow clients to be dropped, on
+    // a machine busy with builds.
+    const TIMEOUT: Duration = Duration::from_secs(4);
     let limits = HttpLimits {
-        header_read_timeout: HEADER_READ_TIMEOUT,
+        header_read_timeout: TIMEOUT,
         ..HttpLimits::default()
     };
     let (gw, _) = gateway(limits, None).await;
@@ -115,7 +119,7 @@ async fn five_hundred_slow_clients_do_not_starve_normal_traffic() {
                 addr,
                 Arc::clone(&start),
                 Duration::from_millis(200),
-                Duration::from_secs(10),
+                Duration::from_secs(15),
             ))
         })
         .collect();
@@ -125,7 +129,7 @@ async fn five_hundred_slow_clients_do_not_starve_normal_traffic() {
     // While all 500 hold their connections, normal requests are answered, each quickly.
     let mut answered = 0;
     let mut slowest = Duration::ZERO;
-    while began.elapsed() < HEADER_READ_TIMEOUT {
+    while began.elapsed() < TIMEOUT.mul_f64(0.75) {
         let sent = Instant::now();
         let response = gw.post(0, "/v1/chat/completions", CHAT).await;
         assert_eq!(response.status, 200, "{}", response.text());
@@ -140,7 +144,7 @@ async fn five_hundred_slow_clients_do_not_starve_normal_traffic() {
         "only {answered} requests answered while the slow clients held on"
     );
     assert!(
-        slowest < Duration::from_secs(1),
+        slowest < TIMEOUT / 2,
         "a normal request took {slowest:?} while 500 slow clients were connected"
     );
 
@@ -152,12 +156,12 @@ async fn five_hundred_slow_clients_do_not_starve_normal_traffic() {
         first_closed = first_closed.min(ended.after);
         last_closed = last_closed.max(ended.after);
         assert!(
-            ended.after >= HEADER_READ_TIMEOUT.mul_f64(0.8),
+            ended.after >= TIMEOUT.mul_f64(0.8),
             "closed after {:?}, before the header-read timeout",
             ended.after
         );
         assert!(
-            ended.after < HEADER_READ_TIMEOUT + Duration::from_secs(4),
+            ended.after < TIMEOUT + Duration::from_secs(4),
             "closed only after {:?}",
             ended.after
         );
@@ -204,6 +208,8 @@ async fn connections_past_the_limit_are_closed_on_arrival() {
         .expect("the connection past the limit is closed at once");
     assert!(read.is_err() || answer.is_empty(), "{answer:?}");
     assert!(stats.refused.load(Ordering::Relaxed) >= 1);
+    // Operators see it on /metrics (asked once the held connections are gone).
+    let refused = stats.refused.load(Ordering::Relaxed);
 
     // The held connections time out, their slots free up, and traffic flows again.
     let freed = Instant::now();
@@ -215,6 +221,11 @@ async fn connections_past_the_limit_are_closed_on_arrival() {
     }
     assert!(freed.elapsed() < HEADER_READ_TIMEOUT + Duration::from_secs(2));
     assert_eq!(gw.post(0, "/v1/chat/completions", CHAT).await.status, 200);
+    let metrics = gw.planes[0].metrics().await;
+    assert!(
+        metrics.contains(&format!("fulcrum_connections_refused_total {refused}")),
+        "{metrics}"
+    );
     gw.stop().await;
 }
 
