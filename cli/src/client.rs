@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use fulcrum_listen::ClientTlsFiles;
 use fulcrum_proto::pb::admin_service_client::AdminServiceClient;
 use fulcrum_proto::pb::log_service_client::LogServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -77,8 +78,12 @@ pub fn normalize_endpoint(endpoint: &str) -> String {
 
 /// Connects eagerly, so that an unreachable control plane is reported as such before any
 /// request is built.
-pub async fn connect(endpoint: &str, token: Option<&str>) -> anyhow::Result<AdminClient> {
-    let (channel, bearer) = open(endpoint, token).await?;
+pub async fn connect(
+    endpoint: &str,
+    token: Option<&str>,
+    tls: &ClientTlsFiles,
+) -> anyhow::Result<AdminClient> {
+    let (channel, bearer) = open(endpoint, token, tls).await?;
     Ok(AdminServiceClient::with_interceptor(channel, bearer)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
         .max_decoding_message_size(MAX_MESSAGE_BYTES))
@@ -89,9 +94,10 @@ pub async fn connect(endpoint: &str, token: Option<&str>) -> anyhow::Result<Admi
 pub async fn connect_logs(
     endpoint: &str,
     token: Option<&str>,
+    tls: &ClientTlsFiles,
     streaming: bool,
 ) -> anyhow::Result<LogClient> {
-    let (channel, mut bearer) = open(endpoint, token).await?;
+    let (channel, mut bearer) = open(endpoint, token, tls).await?;
     if streaming {
         bearer.deadline = None;
     }
@@ -99,16 +105,30 @@ pub async fn connect_logs(
         .max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-async fn open(endpoint: &str, token: Option<&str>) -> anyhow::Result<(Channel, Bearer)> {
+async fn open(
+    endpoint: &str,
+    token: Option<&str>,
+    tls: &ClientTlsFiles,
+) -> anyhow::Result<(Channel, Bearer)> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         bail!("no admin token given (set FULCRUM_TOKEN or --token)");
     };
     let bearer = Bearer::new(token)?;
     let url = normalize_endpoint(endpoint);
-    let endpoint = Endpoint::from_shared(url.clone())
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("invalid endpoint {url:?}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let config = tls.tonic_config()?;
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|err| anyhow!("tls: {}", error_chain(&err)))?;
+    } else if !tls.is_empty() {
+        bail!(
+            "--ca-cert, --client-cert, --client-key and --server-name need an https:// endpoint, not {url}"
+        );
+    }
     let channel = endpoint.connect().await.map_err(|err| {
         anyhow!(
             "cannot reach the control plane at {url}: {}",

@@ -30,3 +30,37 @@ impl Listeners {
         })
     }
 }
+
+/// Limits on the gRPC listener, so that one client cannot take all of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcLimits {
+    /// Largest message decoded or encoded: a bulk import or a snapshot of 100,000 keys is
+    /// several MiB, over tonic's 4 MiB default.
+    pub max_message_bytes: usize,
+    /// Requests served at once on one connection (config and telemetry streams count).
+    pub concurrency_per_connection: usize,
+    /// HTTP/2 streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Largest request header list.
+    pub max_header_bytes: u32,
+    /// HTTP/2 ping interval; a peer that does not answer within `keepalive_timeout` is
+    /// disconnected.
+    pub keepalive_interval: std::time::Duration,
+    pub keepalive_timeout: std::time::Duration,
+    /// Time a client has for the TLS handshake.
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: crate::MAX_GRPC_MESSAGE_BYTES,
+            concurrency_per_connection: 64,
+            max_concurrent_streams: 128,
+            max_header_bytes: 64 * 1024,
+            keepalive_interval: std::time::Duration::from_secs(30),
+            keepalive_timeout: std::time::Duration::from_secs(10),
+            handshake_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}

@@ -116,6 +116,17 @@ impl DiscoveryService for Discovery {
         request: Request<Streaming<pb::StreamConfigRequest>>,
     ) -> Result<Response<Self::StreamConfigStream>, Status> {
         let peer = request.remote_addr();
+        // Set only when mutual TLS verified a client certificate: the chain was checked
+        // against the client CA during the handshake, so its names can be trusted.
+        let identity = request.peer_certs().and_then(|certs| {
+            certs
+                .first()
+                .and_then(fulcrum_listen::identity::peer_identity)
+                .map(|id| pb::PeerIdentity {
+                    common_name: id.common_name.unwrap_or_default(),
+                    names: id.names,
+                })
+        });
         let inbound = request.into_inner();
         // Room for one response and one error: at most one response is ever unacknowledged.
         let (tx, rx) = mpsc::channel(2);
@@ -125,6 +136,7 @@ impl DiscoveryService for Discovery {
             sessions: self.sessions.clone(),
             tx,
             peer,
+            identity,
         };
         // The task is owned by the stream: it ends when the data plane goes away (its
         // inbound ends or the response channel closes) or at shutdown.
@@ -141,6 +153,8 @@ struct Session {
     sessions: Sessions,
     tx: mpsc::Sender<Result<pb::StreamConfigResponse, Status>>,
     peer: Option<SocketAddr>,
+    /// The verified client certificate's identity (mutual TLS only).
+    identity: Option<pb::PeerIdentity>,
 }
 
 /// A response sent and not yet acknowledged.
@@ -173,11 +187,13 @@ impl Session {
             peer_addr: self.peer.map(|p| p.to_string()).unwrap_or_default(),
             connected_since_unix_ms: now_unix_ms(),
             applied_revision: first.known_revision,
+            peer_identity: self.identity.clone(),
             ..Default::default()
         });
         tracing::info!(
             node = %node.id,
             peer = ?self.peer,
+            client_cert_cn = self.identity.as_ref().map(|id| id.common_name.as_str()),
             known_revision = first.known_revision,
             "data plane connected"
         );

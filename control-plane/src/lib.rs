@@ -17,6 +17,7 @@ pub mod telemetry;
 pub mod web;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fulcrum_proto::model::Secret;
@@ -31,7 +32,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 
-pub use config::{Config, Listeners};
+pub use config::{Config, GrpcLimits, Listeners};
+use fulcrum_listen::http::ConnectionStats;
+use fulcrum_listen::tls::{ALPN_GRPC, ALPN_HTTP};
+use fulcrum_listen::{HttpLimits, ServerTls, ServerTlsFiles};
 
 use crate::admin::Admin;
 use crate::auth::BearerAuth;
@@ -77,6 +81,17 @@ pub struct ControlPlane {
     store: Store,
     logs: LogStore,
     tokens: Tokens,
+    tls: Option<Tls>,
+    grpc_limits: GrpcLimits,
+    http_limits: HttpLimits,
+}
+
+/// TLS on both listeners: the gRPC one asks for client certificates when a client CA is
+/// given; the HTTP one never does, so that probes and scrapers need none.
+struct Tls {
+    grpc: ServerTls,
+    http: ServerTls,
+    reload_every: Duration,
 }
 
 impl ControlPlane {
@@ -106,7 +121,39 @@ impl ControlPlane {
                 join,
                 generated: admin_generated || join_generated,
             },
+            tls: None,
+            grpc_limits: GrpcLimits::default(),
+            http_limits: HttpLimits::default(),
         })
+    }
+
+    /// Serves both listeners over TLS from `files` (mutual TLS on gRPC when it names a
+    /// client CA), looking at the files every `reload_every` and on SIGHUP for new ones.
+    /// The files are read now: a bad one fails here, not at the first handshake.
+    pub fn with_tls(
+        mut self,
+        files: ServerTlsFiles,
+        reload_every: Duration,
+    ) -> Result<Self, Error> {
+        let http = ServerTls::load(files.without_client_ca(), ALPN_HTTP)
+            .map_err(|e| Error::Startup(format!("tls: {e}")))?;
+        let grpc =
+            ServerTls::load(files, ALPN_GRPC).map_err(|e| Error::Startup(format!("tls: {e}")))?;
+        self.tls = Some(Tls {
+            grpc,
+            http,
+            reload_every,
+        });
+        Ok(self)
+    }
+
+    /// Limits on the gRPC and HTTP listeners (defaults: [`GrpcLimits::default`],
+    /// [`HttpLimits::default`]).
+    #[must_use]
+    pub fn with_limits(mut self, grpc: GrpcLimits, http: HttpLimits) -> Self {
+        self.grpc_limits = grpc;
+        self.http_limits = http;
+        self
     }
 
     pub fn tokens(&self) -> &Tokens {
@@ -135,7 +182,11 @@ impl ControlPlane {
             store,
             logs,
             tokens,
+            tls,
+            grpc_limits,
+            http_limits,
         } = self;
+        let max_message = grpc_limits.max_message_bytes;
         let nodes = NodeRegistry::default();
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -165,16 +216,16 @@ impl ControlPlane {
             .map_err(|e| Error::Startup(format!("gRPC reflection: {e}")))?;
 
         let admin = AdminServiceServer::new(Admin::new(store.clone(), nodes.clone()))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
         let (sessions, sessions_done) = sessions::tracker(stop_rx.clone());
         let discovery = DiscoveryServiceServer::new(Discovery::new(
             store.clone(),
             nodes.clone(),
             sessions.clone(),
         ))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
 
         let addr = |l: &tokio::net::TcpListener| {
             l.local_addr()
@@ -187,15 +238,26 @@ impl ControlPlane {
             logs.clone(),
             sessions.clone(),
         ))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        .max_decoding_message_size(max_message);
         let log_service = LogServiceServer::new(Logs::new(logs.clone(), sessions))
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+            .max_encoding_message_size(max_message);
         let mut cooldowns = tokio::spawn(key_health.run_cooldown_timer(stop_rx.clone()));
         let mut retention = tokio::spawn(logs::retention::run(logs.clone(), stop_rx.clone()));
 
+        let tls_on = tls.is_some();
+        let mtls_on = tls
+            .as_ref()
+            .is_some_and(|tls| tls.grpc.requires_client_cert());
         let grpc_addr = addr(&listeners.grpc);
         let http_addr = addr(&listeners.http);
-        let grpc = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
+            // Limits per connection: a client cannot open unbounded streams or calls, and a
+            // peer that vanished without closing is found by pings.
+            .concurrency_limit_per_connection(grpc_limits.concurrency_per_connection)
+            .max_concurrent_streams(grpc_limits.max_concurrent_streams)
+            .http2_max_header_list_size(grpc_limits.max_header_bytes)
+            .http2_keepalive_interval(Some(grpc_limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(grpc_limits.keepalive_timeout))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -214,8 +276,20 @@ impl ControlPlane {
             .add_service(InterceptedService::new(
                 log_service,
                 BearerAuth::new(&tokens.admin, "admin"),
-            ))
-            .serve_with_incoming_shutdown(
+            ));
+        let grpc: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > = match &tls {
+            // Handshakes run off the accept path; TCP_NODELAY is set there too.
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                fulcrum_listen::tls::incoming(
+                    listeners.grpc,
+                    tls.grpc.clone(),
+                    grpc_limits.handshake_timeout,
+                ),
+                stopped(stop_rx.clone()),
+            )),
+            None => Box::pin(router.serve_with_incoming_shutdown(
                 // tonic applies its `tcp_nodelay` only to listeners it binds itself.
                 // Without it a small answer waits for the client's delayed ACK (40 ms).
                 TcpListenerStream::new(listeners.grpc).map(|stream| {
@@ -225,19 +299,34 @@ impl ControlPlane {
                     stream
                 }),
                 stopped(stop_rx.clone()),
-            );
-        let http = axum::serve(
+            )),
+        };
+        let http = fulcrum_listen::http::serve(
             listeners.http,
             web::router(web::Web {
                 store: store.clone(),
                 nodes: nodes.clone(),
                 logs: logs.clone(),
             }),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+            tls.as_ref().map(|tls| tls.http.clone()),
+            http_limits,
+            Arc::new(ConnectionStats::default()),
+            stopped(stop_rx.clone()),
+        );
+        let mut reloads = tls.map(|tls| {
+            let stop = stop_rx.clone();
+            let grpc = tokio::spawn(tls.grpc.watch(tls.reload_every, stopped(stop.clone())));
+            let http = tokio::spawn(tls.http.watch(tls.reload_every, stopped(stop)));
+            (grpc, http)
+        });
         let mut grpc = tokio::spawn(grpc);
-        let mut http = tokio::spawn(async move { http.await });
-        tracing::info!(grpc = %grpc_addr, http = %http_addr, revision = store.revision(), "control plane serving");
+        // The HTTP server never fails on its own (accept errors are logged and retried):
+        // its end before shutdown is reported as unexpected.
+        let mut http = tokio::spawn(async move {
+            http.await;
+            Ok::<(), std::convert::Infallible>(())
+        });
+        tracing::info!(grpc = %grpc_addr, http = %http_addr, tls = tls_on, mutual_tls = mtls_on, revision = store.revision(), "control plane serving");
 
         let mut failure = None;
         tokio::select! {
@@ -260,6 +349,10 @@ impl ControlPlane {
             }
             let _ = (&mut cooldowns).await;
             let _ = (&mut retention).await;
+            if let Some((grpc, http)) = &mut reloads {
+                let _ = grpc.await;
+                let _ = http.await;
+            }
         })
         .await;
         // The servers are gone, and with them the services' own handles: what is left are
@@ -276,6 +369,10 @@ impl ControlPlane {
             http.abort();
             cooldowns.abort();
             retention.abort();
+            if let Some((grpc, http)) = &reloads {
+                grpc.abort();
+                http.abort();
+            }
         }
         store
             .flush()

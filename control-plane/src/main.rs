@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use fulcrum_control::{Config, ControlPlane, Listeners};
+use fulcrum_control::{Config, ControlPlane, GrpcLimits, Listeners};
+use fulcrum_listen::{HttpLimits, ServerTlsFiles};
 
 /// Fulcrum control plane: config, key inventory and key health in sled, served over gRPC.
 #[derive(Debug, Parser)]
@@ -26,6 +28,37 @@ struct Args {
     /// Process log format.
     #[arg(long, env = "FULCRUM_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// PEM certificate chain: serve gRPC and HTTP over TLS.
+    #[arg(long, env = "FULCRUM_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FULCRUM_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: gRPC clients (data planes, fulcrumctl) must present a
+    /// certificate that chains to one of them (mutual TLS). HTTP asks for none.
+    #[arg(long, env = "FULCRUM_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// Seconds between looks at the certificate files; changed files are used for new
+    /// connections without a restart (SIGHUP reloads at once).
+    #[arg(long, env = "FULCRUM_TLS_RELOAD_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    tls_reload_secs: u64,
+    /// Largest gRPC message received or sent, in bytes (bulk imports of 100,000 keys need
+    /// tens of MiB).
+    #[arg(long, env = "FULCRUM_GRPC_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(4096..=4_294_967_295))]
+    grpc_max_message_bytes: u64,
+    /// gRPC calls served at once on one connection (streams count).
+    #[arg(long, env = "FULCRUM_GRPC_CONCURRENCY_PER_CONNECTION", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    grpc_concurrency_per_connection: u64,
+    /// HTTP/2 streams open at once on one gRPC connection.
+    #[arg(long, env = "FULCRUM_GRPC_MAX_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    grpc_max_streams: u32,
+    /// Connections open at once on the HTTP listener.
+    #[arg(long, env = "FULCRUM_HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    http_max_connections: u64,
+    /// Milliseconds a client has for the TLS handshake and each request head (gRPC: the
+    /// handshake); also the HTTP/1.1 idle timeout.
+    #[arg(long, env = "FULCRUM_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_ms: u64,
     /// Check the flags and open the store, then exit without serving.
     #[arg(long)]
     check_config: bool,
@@ -48,7 +81,27 @@ async fn main() -> anyhow::Result<()> {
         join_token: std::env::var("FULCRUM_JOIN_TOKEN").ok(),
         changelog_capacity: args.changelog_capacity,
     };
-    let control = ControlPlane::open(config)?;
+    let header_read_timeout = Duration::from_millis(args.header_read_timeout_ms);
+    let grpc_limits = GrpcLimits {
+        max_message_bytes: usize::try_from(args.grpc_max_message_bytes)
+            .context("--grpc-max-message-bytes is too large")?,
+        concurrency_per_connection: usize::try_from(args.grpc_concurrency_per_connection)
+            .context("--grpc-concurrency-per-connection is too large")?,
+        max_concurrent_streams: args.grpc_max_streams,
+        handshake_timeout: header_read_timeout,
+        ..GrpcLimits::default()
+    };
+    let http_limits = HttpLimits {
+        max_connections: usize::try_from(args.http_max_connections)
+            .context("--http-max-connections is too large")?,
+        header_read_timeout,
+        ..HttpLimits::default()
+    };
+    let tls = ServerTlsFiles::from_flags(args.tls_cert, args.tls_key, args.client_ca)?;
+    let mut control = ControlPlane::open(config)?.with_limits(grpc_limits, http_limits);
+    if let Some(files) = tls {
+        control = control.with_tls(files, Duration::from_secs(args.tls_reload_secs))?;
+    }
     if args.check_config {
         println!(
             "config ok: store at revision {}",

@@ -82,6 +82,33 @@ impl Discovery {
         })
     }
 
+    /// Speaks TLS to an `https://` control plane: with the given CA, client certificate
+    /// and server name, or the system's CAs when none is given. TLS files with an
+    /// `http://` URL are refused: they would be silently unused.
+    pub(crate) fn with_tls(
+        mut self,
+        files: &fulcrum_listen::ClientTlsFiles,
+    ) -> Result<Self, Error> {
+        let https = self.endpoint.uri().scheme_str() == Some("https");
+        if !https {
+            if files.is_empty() {
+                return Ok(self);
+            }
+            return Err(Error::ControlPlaneTls(format!(
+                "a CA, client certificate or server name is given but the control plane url {} is not https://",
+                self.endpoint.uri()
+            )));
+        }
+        let config = files
+            .tonic_config()
+            .map_err(|e| Error::ControlPlaneTls(e.to_string()))?;
+        self.endpoint = self
+            .endpoint
+            .tls_config(config)
+            .map_err(|e| Error::ControlPlaneTls(Chain(&e).to_string()))?;
+        Ok(self)
+    }
+
     /// The control plane's endpoint and authorization header, checked once in [`Self::new`],
     /// for the other streams to the same control plane.
     pub(crate) fn connection(&self) -> (Endpoint, MetadataValue<Ascii>) {

@@ -26,9 +26,10 @@ pub enum Error {
     /// The pooled upstream HTTP client could not be built (no TLS roots, for one).
     #[error("cannot build the upstream http client: {0}")]
     UpstreamClient(String),
-    /// The HTTP server stopped with an error before shutdown was asked for.
-    #[error("http server failed")]
-    Http(#[source] io::Error),
+    /// The TLS options towards the control plane do not fit its URL, or their files do
+    /// not load.
+    #[error("control plane tls: {0}")]
+    ControlPlaneTls(String),
     /// One of the data plane's own tasks panicked: a bug.
     #[error("the {task} task panicked")]
     TaskPanicked {
@@ -95,8 +96,9 @@ impl Rejection {
 pub(crate) enum StreamError {
     #[error("cannot connect to the control plane")]
     Connect(#[source] tonic::transport::Error),
-    /// The control plane answered with a gRPC status, when opening or mid-stream.
-    #[error("control plane answered {}: {}", .0.code(), .0.message())]
+    /// The control plane answered with a gRPC status, when opening or mid-stream. A
+    /// transport failure (a refused client certificate) hides in its source.
+    #[error("control plane answered {}: {}{}", .0.code(), .0.message(), cause(.0))]
     Status(tonic::Status),
     #[error("the control plane closed the config stream")]
     Closed,
@@ -110,6 +112,14 @@ pub(crate) enum StreamError {
 impl StreamError {
     /// A hint for the operator when the cause is on their side.
     pub(crate) fn hint(&self) -> Option<&'static str> {
+        let tls = match self {
+            StreamError::Connect(e) => fulcrum_listen::client::tls_failure(e),
+            StreamError::Status(status) => fulcrum_listen::client::tls_failure(status),
+            StreamError::Closed | StreamError::ApplyPanicked(_) => None,
+        };
+        if let Some(tls) = tls {
+            return Some(tls.advice);
+        }
         match self {
             StreamError::Status(status) => match status.code() {
                 tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
@@ -123,6 +133,13 @@ impl StreamError {
             StreamError::Closed | StreamError::ApplyPanicked(_) => None,
         }
     }
+}
+
+/// `: <what failed underneath>` for a status made from a transport error (a TLS alert,
+/// a reset), whose message alone says only "transport error".
+fn cause(status: &tonic::Status) -> String {
+    std::error::Error::source(status)
+        .map_or_else(String::new, |source| format!(": {}", Chain(source)))
 }
 
 /// Displays an error with its sources, `outer: inner: innermost`, for one-line logs.

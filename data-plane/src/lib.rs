@@ -24,10 +24,12 @@ pub mod shipper;
 pub mod upstream;
 pub mod usage;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use fulcrum_listen::http::ConnectionStats;
+use fulcrum_listen::{ClientTlsFiles, HttpLimits, ServerTls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -54,6 +56,12 @@ pub struct DataPlane {
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     log_level: Option<LogLevel>,
+    /// TLS on the client listener, and how often its files are looked at for a reload.
+    tls: Option<(ServerTls, Duration)>,
+    /// TLS towards the control plane (an `https://` URL).
+    control_plane_tls: ClientTlsFiles,
+    limits: HttpLimits,
+    connections: Arc<ConnectionStats>,
 }
 
 // === impl DataPlane ===
@@ -72,7 +80,38 @@ impl DataPlane {
             stats,
             metrics,
             log_level: None,
+            tls: None,
+            control_plane_tls: ClientTlsFiles::default(),
+            limits: HttpLimits::default(),
+            connections: Arc::default(),
         }
+    }
+
+    /// Serves clients over TLS, reloading the certificate files every `reload_every` (and
+    /// on SIGHUP) without dropping a connection.
+    #[must_use]
+    pub fn with_tls(mut self, tls: ServerTls, reload_every: Duration) -> Self {
+        self.tls = Some((tls, reload_every));
+        self
+    }
+
+    /// The CA, client certificate and server name for an `https://` control plane.
+    #[must_use]
+    pub fn with_control_plane_tls(mut self, files: ClientTlsFiles) -> Self {
+        self.control_plane_tls = files;
+        self
+    }
+
+    /// Limits on the client listener's connections (defaults: [`HttpLimits::default`]).
+    #[must_use]
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Counters of connections refused at the limit and handshakes that failed.
+    pub fn connections(&self) -> Arc<ConnectionStats> {
+        Arc::clone(&self.connections)
     }
 
     /// Lets the `log_level` setting change the process's log level through `level`.
@@ -103,7 +142,8 @@ impl DataPlane {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let local_addr = listener.local_addr().map_err(Error::ListenerAddr)?;
-        let discovery = Discovery::new(&self.config, local_addr, self.runtime.clone())?;
+        let discovery = Discovery::new(&self.config, local_addr, self.runtime.clone())?
+            .with_tls(&self.control_plane_tls)?;
         let (endpoint, authorization) = discovery.connection();
         let node = fulcrum_proto::pb::Node {
             id: self.config.node_id.clone(),
@@ -125,6 +165,7 @@ impl DataPlane {
             metrics: self.metrics,
             runtime: self.runtime.clone(),
             stats: self.stats,
+            connections: Arc::clone(&self.connections),
         };
         // Every task watches one switch, so that shutdown reaches them in one step; the
         // shipper has its own, thrown once the last answer is out and recorded.
@@ -140,23 +181,25 @@ impl DataPlane {
                 stopped.clone(),
             ))
         });
-        // Without TCP_NODELAY the last small write of an answer (a chunk terminator) waits
-        // for the client's delayed ACK: ~40 ms per streamed answer.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
+        let tls_task = self.tls.as_ref().map(|(tls, every)| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(tls.clone().watch(*every, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
         });
-        let http = axum::serve(
+        let http = fulcrum_listen::http::serve(
             listener,
             server::router(self.runtime.clone(), proxy, scrape),
-        )
-        .with_graceful_shutdown(async move {
-            let mut stopped = stopped;
-            // An error means the switch was dropped, which also means stop.
-            let _ = stopped.wait_for(|stop| *stop).await;
-        });
-        let mut http_task = tokio::spawn(http.into_future());
+            self.tls.map(|(tls, _)| tls),
+            self.limits,
+            self.connections,
+            async move {
+                let mut stopped = stopped;
+                // An error means the switch was dropped, which also means stop.
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        );
+        let mut http_task = tokio::spawn(http);
         info!(
             listen = %local_addr,
             node_id = %self.config.node_id,
@@ -178,6 +221,12 @@ impl DataPlane {
         self.runtime.set_draining();
         stop.send_replace(true);
         let discovery_ended = discovery_task.await;
+        if let Some(task) = tls_task {
+            task.await.map_err(|source| Error::TaskPanicked {
+                task: "certificate reload",
+                source,
+            })?;
+        }
         if let Some(task) = log_level_task {
             task.await.map_err(|source| Error::TaskPanicked {
                 task: "log level",
@@ -209,8 +258,7 @@ impl DataPlane {
             source,
         })?;
         match http_ended {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Http(e)),
+            Ok(()) => {}
             Err(e) if e.is_cancelled() => {}
             Err(source) => {
                 return Err(Error::TaskPanicked {

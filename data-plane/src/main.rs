@@ -3,10 +3,13 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use fulcrum_listen::tls::ALPN_HTTP;
+use fulcrum_listen::{ClientTlsFiles, HttpLimits, ServerTls, ServerTlsFiles};
 use fulcrum_proto::model::Secret;
 use fulcrum_proxy::{Config, DataPlane, LogLevel};
 use tokio::net::TcpListener;
@@ -48,6 +51,42 @@ struct Args {
     /// pool; give a container limited to one CPU exactly that.
     #[arg(long, env = "FULCRUM_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// PEM certificate chain: serve clients over TLS (HTTP/1.1 and HTTP/2 by ALPN).
+    #[arg(long, env = "FULCRUM_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FULCRUM_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds between looks at the certificate files; changed files are used for new
+    /// connections without a restart (SIGHUP reloads at once).
+    #[arg(long, env = "FULCRUM_TLS_RELOAD_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    tls_reload_secs: u64,
+    /// PEM CA certificates that the control plane's certificate must chain to (with an
+    /// https:// --control-plane) [default: the system's CAs].
+    #[arg(long, env = "FULCRUM_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<PathBuf>,
+    /// Name the control plane's certificate must carry, when it is not the URL's host.
+    #[arg(long, env = "FULCRUM_CONTROL_PLANE_SERVER_NAME")]
+    control_plane_server_name: Option<String>,
+    /// PEM client certificate presented to the control plane (mutual TLS).
+    #[arg(long, env = "FULCRUM_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "FULCRUM_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Client connections open at once; more are closed on arrival.
+    #[arg(long, env = "FULCRUM_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Milliseconds a client has for the TLS handshake and for each request head; also
+    /// how long an idle HTTP/1.1 connection stays open.
+    #[arg(long, env = "FULCRUM_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    #[arg(long, env = "FULCRUM_MAX_HEADER_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
+    max_header_bytes: u64,
+    /// Concurrent HTTP/2 streams per client connection.
+    #[arg(long, env = "FULCRUM_HTTP2_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_streams: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,10 +134,35 @@ async fn run(args: Args, log_level: Option<LogLevel>) -> anyhow::Result<()> {
         grace_period: Duration::from_secs(args.grace_period_secs),
     };
 
+    let limits = HttpLimits {
+        max_connections: usize::try_from(args.max_connections)
+            .context("--max-connections is too large")?,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        max_header_bytes: usize::try_from(args.max_header_bytes)
+            .context("--max-header-bytes is too large")?,
+        http2_max_concurrent_streams: args.http2_max_streams,
+        ..HttpLimits::default()
+    };
+    let control_plane_tls = ClientTlsFiles {
+        ca: args.control_plane_ca,
+        cert: args.client_cert,
+        key: args.client_key,
+        server_name: args.control_plane_server_name,
+    };
+    let tls = ServerTlsFiles::from_flags(args.tls_cert, args.tls_key, None)?
+        .map(|files| ServerTls::load(files, ALPN_HTTP))
+        .transpose()
+        .context("cannot load the TLS certificate")?;
+
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let mut data_plane = DataPlane::new(config);
+    let mut data_plane = DataPlane::new(config)
+        .with_control_plane_tls(control_plane_tls)
+        .with_limits(limits);
+    if let Some(tls) = tls {
+        data_plane = data_plane.with_tls(tls, Duration::from_secs(args.tls_reload_secs));
+    }
     if let Some(level) = log_level {
         data_plane = data_plane.with_log_level(level);
     }

@@ -234,6 +234,8 @@ pub struct Scrape {
     pub metrics: Arc<Metrics>,
     pub runtime: RuntimeConfigHandle,
     pub stats: Arc<Stats>,
+    /// The client listener's connection limits at work.
+    pub connections: Arc<fulcrum_listen::http::ConnectionStats>,
 }
 
 impl Scrape {
@@ -384,6 +386,22 @@ impl Collector for Scrape {
             "Key events dropped because their queue was full or the control plane was away too long",
             self.stats.key_events_dropped(),
         )?;
+        counter(
+            &mut encoder,
+            "connections_refused",
+            "Client connections closed on arrival because max_connections were open",
+            self.connections
+                .refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "connections_failed_handshake",
+            "Client connections closed before their first request: TLS handshake failed or timed out, or no first byte in time",
+            self.connections
+                .failed_handshakes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )?;
         Ok(())
     }
 }
@@ -425,6 +443,7 @@ mod tests {
             metrics,
             runtime: RuntimeConfigHandle::new(),
             stats: crate::shipper::queues().3,
+            connections: Arc::default(),
         };
         let text = scrape.render().unwrap();
         for line in [
@@ -438,6 +457,8 @@ mod tests {
             "fulcrum_log_buffer_depth 0",
             "fulcrum_log_records_dropped_total 0",
             "fulcrum_key_events_dropped_total 0",
+            "fulcrum_connections_refused_total 0",
+            "fulcrum_connections_failed_handshake_total 0",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

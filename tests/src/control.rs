@@ -59,6 +59,16 @@ impl ControlPlaneHandle {
 
     /// Starts one with a given change-log capacity and gRPC address (port 0 for any).
     pub async fn start_with(data_dir: &Path, changelog_capacity: u64, grpc: SocketAddr) -> Self {
+        Self::start_configured(data_dir, changelog_capacity, grpc, |control| control).await
+    }
+
+    /// Starts one after `configure` had its say (TLS, limits).
+    pub async fn start_configured(
+        data_dir: &Path,
+        changelog_capacity: u64,
+        grpc: SocketAddr,
+        configure: impl FnOnce(ControlPlane) -> ControlPlane,
+    ) -> Self {
         crate::init_tracing();
         let config = Config {
             data_dir: data_dir.to_path_buf(),
@@ -66,7 +76,7 @@ impl ControlPlaneHandle {
             join_token: None,
             changelog_capacity,
         };
-        let control = ControlPlane::open(config).expect("control plane opens");
+        let control = configure(ControlPlane::open(config).expect("control plane opens"));
         let listeners = Listeners::bind(grpc, "127.0.0.1:0".parse().expect("literal address"))
             .await
             .expect("bind loopback listeners");

@@ -23,6 +23,16 @@ pub struct DataPlaneHandle {
 impl DataPlaneHandle {
     /// Starts a data plane on a fresh loopback port, streaming from `control_plane`.
     pub async fn start(control_plane: &str, join_token: &str, node_id: &str) -> Self {
+        Self::start_configured(control_plane, join_token, node_id, |data_plane| data_plane).await
+    }
+
+    /// Starts one after `configure` had its say (TLS, limits).
+    pub async fn start_configured(
+        control_plane: &str,
+        join_token: &str,
+        node_id: &str,
+        configure: impl FnOnce(DataPlane) -> DataPlane,
+    ) -> Self {
         crate::init_tracing();
         let config = Config {
             control_plane: control_plane.to_string(),
@@ -34,7 +44,7 @@ impl DataPlaneHandle {
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("bound");
-        let data_plane = DataPlane::new(config);
+        let data_plane = configure(DataPlane::new(config));
         let runtime = data_plane.runtime();
         let telemetry = data_plane.telemetry();
         let (stop, stopped) = oneshot::channel::<()>();

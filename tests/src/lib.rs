@@ -2,6 +2,7 @@
 //! to `127.0.0.1:0`, sled in temp dirs, and helpers to run the real `fulcrumctl` binary
 //! against them.
 
+pub mod certs;
 pub mod cli;
 pub mod control;
 pub mod data;

@@ -45,6 +45,31 @@ pub struct GlobalArgs {
     /// Output format: aligned tables for people, one JSON document for scripts.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// PEM CA certificates that an https:// control plane's certificate must chain to
+    /// [default: the system's CAs].
+    #[arg(long, global = true, env = "FULCRUM_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a control plane that requires one (mutual TLS).
+    #[arg(long, global = true, env = "FULCRUM_CLIENT_CERT")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, env = "FULCRUM_CLIENT_KEY")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Name the control plane's certificate must carry, when it is not the endpoint's host.
+    #[arg(long, global = true, env = "FULCRUM_SERVER_NAME")]
+    pub server_name: Option<String>,
+}
+
+impl GlobalArgs {
+    /// The TLS options towards the control plane.
+    pub fn tls(&self) -> fulcrum_listen::ClientTlsFiles {
+        fulcrum_listen::ClientTlsFiles {
+            ca: self.ca_cert.clone(),
+            cert: self.client_cert.clone(),
+            key: self.client_key.clone(),
+            server_name: self.server_name.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,16 +149,57 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
 }
 
 async fn connect(global: &GlobalArgs) -> anyhow::Result<AdminClient> {
-    client::connect(&global.endpoint, global.token.as_deref()).await
+    client::connect(&global.endpoint, global.token.as_deref(), &global.tls()).await
 }
 
 async fn connect_logs(global: &GlobalArgs, streaming: bool) -> anyhow::Result<LogClient> {
-    client::connect_logs(&global.endpoint, global.token.as_deref(), streaming).await
+    client::connect_logs(
+        &global.endpoint,
+        global.token.as_deref(),
+        &global.tls(),
+        streaming,
+    )
+    .await
 }
 
 /// One line for stderr. gRPC errors show the server's message, which names the culprit;
 /// the two that mean "wrong setup" say what to fix instead.
 pub fn describe_error(err: &anyhow::Error, endpoint: &str) -> String {
+    if let Some(tls) = fulcrum_listen::client::tls_failure(err.as_ref()) {
+        return format!(
+            "cannot talk to the control plane at {}: {tls}",
+            client::normalize_endpoint(endpoint)
+        );
+    }
+    // A connection cut under the call: against a TLS listener in the clear (the h2 codec
+    // reads garbage), or by a control plane that wants a client certificate and closed
+    // before its alert was read. Which one races, so both read as the same advice.
+    let url = client::normalize_endpoint(endpoint);
+    // A status's own Display is a debug dump; what cut the connection is in its source.
+    let text = match err.downcast_ref::<tonic::Status>() {
+        Some(status) => std::error::Error::source(status)
+            .map_or_else(|| status.message().to_string(), client::error_chain),
+        None => client::error_chain(err.as_ref()),
+    };
+    let cut = [
+        "transport error",
+        "operation was canceled",
+        "connection closed",
+        "broken pipe",
+        "http2 error",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle));
+    if cut && url.starts_with("http://") {
+        return format!(
+            "the control plane at {url} closed the connection ({text}): if it serves TLS, use an https:// endpoint"
+        );
+    }
+    if cut && url.starts_with("https://") {
+        return format!(
+            "the control plane at {url} closed the connection ({text}): if it requires client certificates, give --client-cert and --client-key signed by its client CA"
+        );
+    }
     let Some(status) = err.downcast_ref::<tonic::Status>() else {
         return format!("{err:#}");
     };

@@ -38,8 +38,34 @@ pub async fn run(client: &mut AdminClient, format: Format) -> anyhow::Result<()>
     output::print(&text)
 }
 
+/// `CN=dp-1 (dp-1.internal, spiffe://fulcrum/dp-1)`: what a verified client certificate
+/// says the data plane is.
+fn identity_text(identity: &pb::PeerIdentity) -> String {
+    let mut text = if identity.common_name.is_empty() {
+        "-".to_string()
+    } else {
+        format!("CN={}", identity.common_name)
+    };
+    if !identity.names.is_empty() {
+        text.push_str(&format!(" ({})", identity.names.join(", ")));
+    }
+    text
+}
+
 fn data_planes_table(status: &pb::GetStatusResponse, now: i64) -> Table {
-    let mut table = Table::new(["NODE ID", "LISTEN ADDR", "APPLIED", "LAST ACK", "LAST NACK"]);
+    // The identity column only when mutual TLS is on, so that plaintext setups see no
+    // column of dashes.
+    let with_identity = status
+        .data_planes
+        .iter()
+        .any(|dp| dp.peer_identity.is_some());
+    const HEADERS: [&str; 5] = ["NODE ID", "LISTEN ADDR", "APPLIED", "LAST ACK", "LAST NACK"];
+    let mut table = if with_identity {
+        let [a, b, c, d, e] = HEADERS;
+        Table::new([a, b, c, d, e, "CLIENT CERT"])
+    } else {
+        Table::new(HEADERS)
+    };
     for dp in &status.data_planes {
         let applied = if dp.applied_revision < status.revision {
             format!("{} (behind)", dp.applied_revision)
@@ -55,13 +81,21 @@ fn data_planes_table(status: &pb::GetStatusResponse, now: i64) -> Table {
         } else {
             "-".to_string()
         };
-        table.row(vec![
+        let mut row = vec![
             dp.node_id.clone(),
             output::or_dash(&dp.listen_addr),
             applied,
             output::ago(dp.last_ack_unix_ms, now),
             nack,
-        ]);
+        ];
+        if with_identity {
+            row.push(
+                dp.peer_identity
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), identity_text),
+            );
+        }
+        table.row(row);
     }
     table
 }
@@ -83,6 +117,10 @@ fn status_json(status: &pb::GetStatusResponse) -> Value {
                 "last_ack_unix_ms": dp.last_ack_unix_ms,
                 "last_nack_unix_ms": dp.last_nack_unix_ms,
                 "last_nack_reason": dp.last_nack_reason,
+                "peer_identity": dp.peer_identity.as_ref().map(|id| json!({
+                    "common_name": id.common_name,
+                    "names": id.names,
+                })),
             })
         })
         .collect();
@@ -134,6 +172,39 @@ mod tests {
         );
         let json = status_json(&status);
         assert_eq!(json["data_planes"][1]["applied_revision"], 7);
+        assert_eq!(json["data_planes"][1]["peer_identity"], Value::Null);
         assert_eq!(json["key_counts"]["active"], 0);
+    }
+
+    #[test]
+    fn client_cert_column_only_with_mutual_tls() {
+        let status = pb::GetStatusResponse {
+            revision: 1,
+            data_planes: vec![pb::DataPlaneStatus {
+                node_id: "dp-1".into(),
+                applied_revision: 1,
+                last_ack_unix_ms: 9_000,
+                peer_identity: Some(pb::PeerIdentity {
+                    common_name: "dp-1".into(),
+                    names: vec!["dp-1.internal".into(), "spiffe://fulcrum/dp-1".into()],
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            data_planes_table(&status, 10_000).render(),
+            "NODE ID  LISTEN ADDR  APPLIED  LAST ACK  LAST NACK  CLIENT CERT\n\
+             dp-1     -            1        1s ago    -          CN=dp-1 (dp-1.internal, spiffe://fulcrum/dp-1)\n"
+        );
+        let json = status_json(&status);
+        assert_eq!(
+            json["data_planes"][0]["peer_identity"]["common_name"],
+            "dp-1"
+        );
+        assert_eq!(
+            json["data_planes"][0]["peer_identity"]["names"][1],
+            "spiffe://fulcrum/dp-1"
+        );
     }
 }
