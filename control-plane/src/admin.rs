@@ -1003,6 +1003,8 @@ mod tests {
             base_url: String::new(),
             priority: 0,
             weight: 1,
+            proxies: Vec::new(),
+            headers: Vec::new(),
         };
         let openai = provider(ProviderType::OpenAi);
         let mock = provider(ProviderType::Mock);
