@@ -95,6 +95,75 @@ fn redact_provider(mut provider: pb::Provider) -> pb::Provider {
     provider
 }
 
+/// How many of a provider's keys go through each proxy, with the assignment both planes
+/// use (`model::Provider::proxy_for`). Empty when none does.
+fn proxy_key_counts(
+    store: &Store,
+    provider: &pb::Provider,
+) -> Result<Vec<pb::ProxyKeyCount>, Error> {
+    // Stored proxies were checked on the way in; one that no longer parses counts as
+    // direct rather than failing the read.
+    let proxies: Vec<model::ProxyUrl> = provider
+        .proxies
+        .iter()
+        .filter_map(|p| model::ProxyUrl::parse(p).ok())
+        .collect();
+    // (identity, masked, assigned, pinned), provider proxies first.
+    let mut counts: Vec<(String, String, u64, u64)> = proxies
+        .iter()
+        .map(|p| (p.identity(), p.masked(), 0, 0))
+        .collect();
+    let mut direct = 0u64;
+    store.visit_keys(|key| {
+        if key.provider != provider.name {
+            return;
+        }
+        let pinned = (!key.proxy.is_empty())
+            .then(|| model::ProxyUrl::parse(&key.proxy).ok())
+            .flatten();
+        let (proxy, is_pinned) = match &pinned {
+            Some(p) => (Some(p), true),
+            None => (model::assign_proxy(&key.id, &proxies), false),
+        };
+        let Some(proxy) = proxy else {
+            direct += 1;
+            return;
+        };
+        let identity = proxy.identity();
+        let slot = match counts.iter().position(|c| c.0 == identity) {
+            Some(slot) => slot,
+            None => {
+                counts.push((identity, proxy.masked(), 0, 0));
+                counts.len() - 1
+            }
+        };
+        if is_pinned {
+            counts[slot].3 += 1;
+        } else {
+            counts[slot].2 += 1;
+        }
+    })?;
+    if counts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<pb::ProxyKeyCount> = counts
+        .into_iter()
+        .map(|(_, proxy, assigned, pinned)| pb::ProxyKeyCount {
+            proxy,
+            assigned,
+            pinned,
+        })
+        .collect();
+    if direct > 0 {
+        out.push(pb::ProxyKeyCount {
+            proxy: String::new(),
+            assigned: direct,
+            pinned: 0,
+        });
+    }
+    Ok(out)
+}
+
 /// Checked proxies, normalised, as the store keeps them.
 fn checked_proxies(raw: &[String]) -> Result<Vec<String>, Error> {
     Ok(outbound::parse_proxies(raw)?
@@ -398,9 +467,11 @@ impl AdminService for Admin {
                 let provider = store
                     .get::<pb::Provider>(TreeId::Providers, &name)?
                     .ok_or_else(|| Error::not_found("provider", &name))?;
+                let proxy_key_counts = proxy_key_counts(store, &provider)?;
                 Ok(pb::GetProviderResponse {
                     provider: Some(redact_provider(provider)),
                     key_counts: key_counts(store.key_counts(Some(&name))?),
+                    proxy_key_counts,
                 })
             })
             .await?;

@@ -119,6 +119,16 @@ impl ProxyUrl {
         &self.0
     }
 
+    /// `scheme://host:port`: what identifies the proxy in the assignment.
+    pub fn identity(&self) -> String {
+        let parts = self.parts();
+        let scheme = match parts.scheme {
+            ProxyScheme::Http => "http",
+            ProxyScheme::Socks5 => "socks5",
+        };
+        format!("{scheme}://{}", parts.authority)
+    }
+
     /// The URL with the password replaced by `***`: safe to print.
     pub fn masked(&self) -> String {
         mask_proxy(&self.0)
@@ -195,7 +205,7 @@ pub fn parse_proxies(raw: &[String]) -> Result<Vec<ProxyUrl>, InvalidResource> {
     let mut out: Vec<ProxyUrl> = Vec::with_capacity(raw.len());
     for r in raw {
         let proxy = ProxyUrl::parse(r)?;
-        if out.contains(&proxy) {
+        if out.iter().any(|p| p.identity() == proxy.identity()) {
             return Err(InvalidResource::new(
                 "proxy",
                 proxy.masked(),
@@ -208,16 +218,25 @@ pub fn parse_proxies(raw: &[String]) -> Result<Vec<ProxyUrl>, InvalidResource> {
 }
 
 /// The rendezvous score of a key on a proxy: FNV-1a over `key id`, a zero byte and the
-/// proxy URL, then the SplitMix64 finaliser so that near-equal inputs spread. Fixed
-/// forever: changing it would move every key.
+/// proxy's identity (`scheme://host:port`, without credentials, so that changing a
+/// password moves no key and a masked URL scores the same), then the SplitMix64
+/// finaliser so that near-equal inputs spread. Fixed forever: changing it would move
+/// every key.
 pub fn rendezvous_score(key_id: &str, proxy: &ProxyUrl) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let parts = proxy.parts();
+    let scheme: &[u8] = match parts.scheme {
+        ProxyScheme::Http => b"http://",
+        ProxyScheme::Socks5 => b"socks5://",
+    };
     let mut hash = OFFSET;
-    for byte in key_id
-        .bytes()
-        .chain(std::iter::once(0))
-        .chain(proxy.expose().bytes())
+    for &byte in key_id
+        .as_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(scheme)
+        .chain(parts.authority.as_bytes())
     {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(PRIME);
@@ -228,7 +247,8 @@ pub fn rendezvous_score(key_id: &str, proxy: &ProxyUrl) -> u64 {
 }
 
 /// The proxy a key without a pinned one goes through: the highest score wins, ties go to
-/// the lexically smaller URL. `None` when there are no proxies (direct).
+/// the lexically smaller URL (a tie needs two entries of one identity, which
+/// [`parse_proxies`] refuses). `None` when there are no proxies (direct).
 pub fn assign_proxy<'a>(key_id: &str, proxies: &'a [ProxyUrl]) -> Option<&'a ProxyUrl> {
     proxies.iter().max_by(|a, b| {
         rendezvous_score(key_id, a)
@@ -367,7 +387,12 @@ mod tests {
         let err = ProxyUrl::parse("ftp://me:hunter2@proxy").unwrap_err();
         assert!(!err.message.contains("hunter2"), "{}", err.message);
         assert!(parse_proxies(&["http://a:1".into(), "HTTP://a:1".into()]).is_err());
+        assert!(parse_proxies(&["http://a:1".into(), "http://u:p@a:1".into()]).is_err());
     }
+
+    /// `rendezvous_score("0123456789abcdef", http://a:1)`, checked against an independent
+    /// implementation (FNV-1a 64 then SplitMix64's finaliser, in Python).
+    const GOLDEN_SCORE: u64 = 11_049_509_906_800_890_264;
 
     #[test]
     fn assignment_is_stable_and_moves_few_keys() {
@@ -380,7 +405,8 @@ mod tests {
         // Fixed forever: these ids must keep these proxies across releases.
         assert_eq!(
             rendezvous_score("0123456789abcdef", &three[0]),
-            rendezvous_score("0123456789abcdef", &three[0].clone())
+            GOLDEN_SCORE,
+            "the score changed: every key would move to another proxy"
         );
         let ids: Vec<String> = (0..3000u32).map(|i| format!("{i:016x}")).collect();
         let mut counts = [0usize; 3];
@@ -396,6 +422,17 @@ mod tests {
         assert!(
             ids.iter()
                 .all(|id| assign_proxy(id, &three) == assign_proxy(id, &reversed))
+        );
+        // Credentials are not part of the identity: a masked URL is assigned the same keys.
+        let with_password = parse_proxies(&["http://u:secret@a:1".into()]).unwrap();
+        let masked = ProxyUrl::parse(&with_password[0].masked()).unwrap();
+        assert_eq!(
+            rendezvous_score("0123456789abcdef", &with_password[0]),
+            rendezvous_score("0123456789abcdef", &masked)
+        );
+        assert_eq!(
+            rendezvous_score("0123456789abcdef", &three[0]),
+            rendezvous_score("0123456789abcdef", &masked)
         );
         // A fourth proxy takes about a quarter of the keys, and only from the others.
         let mut four = three.clone();
