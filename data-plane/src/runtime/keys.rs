@@ -172,7 +172,7 @@ impl Keys {
 
     /// Heap bytes the keys and their indexes hold, as the allocator counts them (see
     /// [`allocated`]): each key's `Arc` allocation and strings, each provider's sorted list
-    /// and id table. Exported as `fulcrum_proxy_key_pool_bytes`; with the pools' own share
+    /// and id table. Exported as `fulcrum_key_pool_bytes`; with the pools' own share
     /// it is the data plane's memory per key.
     pub fn heap_bytes(&self) -> usize {
         self.providers
