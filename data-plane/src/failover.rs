@@ -589,10 +589,12 @@ impl Attempts<'_> {
         }
         upstream::set_credentials(provider.provider_type, key.secret.expose(), headers)
             .map_err(ProxyError::BadRequest)?;
+        // Not the key's fault, and another key may go through another proxy: retryable,
+        // without a failure counted on the key.
         let client = self
             .clients
             .get(provider.proxy_for(key))
-            .map_err(ProxyError::BadRequest)?;
+            .map_err(|e| ProxyError::Network(format!("outbound proxy: {e}")))?;
         headers.insert(
             header::USER_AGENT,
             HeaderValue::from_static(concat!("fulcrum/", env!("CARGO_PKG_VERSION"))),
