@@ -322,6 +322,8 @@ pub fn provider_json(p: &pb::Provider) -> Value {
         "base_url": p.base_url,
         "priority": p.priority,
         "weight": p.weight,
+        "proxies": p.proxies,
+        "headers": p.headers.iter().map(|h| json!({ "name": h.name, "value": h.value })).collect::<Vec<_>>(),
         "created_unix_ms": p.created_unix_ms,
         "updated_unix_ms": p.updated_unix_ms,
     })
@@ -338,6 +340,7 @@ pub fn key_json(k: &pb::ProviderKey) -> Value {
         "state_until_unix_ms": k.state_until_unix_ms,
         "added_unix_ms": k.added_unix_ms,
         "state_changed_unix_ms": k.state_changed_unix_ms,
+        "proxy": k.proxy,
     })
 }
 

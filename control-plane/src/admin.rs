@@ -4,8 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use fulcrum_proto::model::routing::{self, MAX_STICKY_SECS};
 use fulcrum_proto::model::{
-    self, ClientProtocol, KeyState, ProviderType, RouteStrategy, key_id, mask_secret, settings,
-    token_hash, validate_base_url, validate_key_secret, validate_model_pattern,
+    self, ClientProtocol, KeyState, ProviderType, RouteStrategy, key_id, mask_proxy, mask_secret,
+    outbound, settings, token_hash, validate_base_url, validate_key_secret, validate_model_pattern,
     validate_provider_name, validate_route_pattern, validate_token_name,
 };
 use fulcrum_proto::pb;
@@ -22,6 +22,8 @@ const DEFAULT_PRIORITY: u32 = 100;
 /// Page size of `ListKeys` when the caller gives none, and the most it may ask for.
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 10_000;
+/// Page size of `ExportKeys` when the caller gives none.
+const DEFAULT_EXPORT_PAGE_SIZE: u32 = 1_000;
 
 /// Serves `AdminService` from the store.
 #[derive(Clone)]
@@ -72,10 +74,145 @@ fn checked_base_url(provider_type: ProviderType, url: &str) -> Result<String, Er
     Ok(url.trim_end_matches('/').to_string())
 }
 
-/// A key as admin answers show it: never with its secret.
+/// A key as admin answers show it: never with its secret, its proxy's password masked.
 fn redact_key(mut key: pb::ProviderKey) -> pb::ProviderKey {
     key.secret.clear();
+    if !key.proxy.is_empty() {
+        key.proxy = mask_proxy(&key.proxy);
+    }
     key
+}
+
+/// A provider as admin answers show it: proxy passwords and the values of secret-looking
+/// headers masked. The discovery stream carries them whole.
+fn redact_provider(mut provider: pb::Provider) -> pb::Provider {
+    for proxy in &mut provider.proxies {
+        *proxy = mask_proxy(proxy);
+    }
+    for header in &mut provider.headers {
+        header.value = outbound::shown_header_value(&header.name, &header.value);
+    }
+    provider
+}
+
+/// How many of a provider's keys go through each proxy, with the assignment both planes
+/// use (`model::Provider::proxy_for`). Empty when none does.
+fn proxy_key_counts(
+    store: &Store,
+    provider: &pb::Provider,
+) -> Result<Vec<pb::ProxyKeyCount>, Error> {
+    // Stored proxies were checked on the way in; one that no longer parses counts as
+    // direct rather than failing the read.
+    let proxies: Vec<model::ProxyUrl> = provider
+        .proxies
+        .iter()
+        .filter_map(|p| model::ProxyUrl::parse(p).ok())
+        .collect();
+    // (identity, masked, assigned, pinned), provider proxies first.
+    let mut counts: Vec<(String, String, u64, u64)> = proxies
+        .iter()
+        .map(|p| (p.identity(), p.masked(), 0, 0))
+        .collect();
+    let mut direct = 0u64;
+    store.visit_keys(|key| {
+        if key.provider != provider.name {
+            return;
+        }
+        let pinned = (!key.proxy.is_empty())
+            .then(|| model::ProxyUrl::parse(&key.proxy).ok())
+            .flatten();
+        let (proxy, is_pinned) = match &pinned {
+            Some(p) => (Some(p), true),
+            None => (model::assign_proxy(&key.id, &proxies), false),
+        };
+        let Some(proxy) = proxy else {
+            direct += 1;
+            return;
+        };
+        let identity = proxy.identity();
+        let slot = match counts.iter().position(|c| c.0 == identity) {
+            Some(slot) => slot,
+            None => {
+                counts.push((identity, proxy.masked(), 0, 0));
+                counts.len() - 1
+            }
+        };
+        if is_pinned {
+            counts[slot].3 += 1;
+        } else {
+            counts[slot].2 += 1;
+        }
+    })?;
+    if counts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<pb::ProxyKeyCount> = counts
+        .into_iter()
+        .map(|(_, proxy, assigned, pinned)| pb::ProxyKeyCount {
+            proxy,
+            assigned,
+            pinned,
+        })
+        .collect();
+    if direct > 0 {
+        out.push(pb::ProxyKeyCount {
+            proxy: String::new(),
+            assigned: direct,
+            pinned: 0,
+        });
+    }
+    Ok(out)
+}
+
+/// Checked proxies, normalised, as the store keeps them.
+fn checked_proxies(raw: &[String]) -> Result<Vec<String>, Error> {
+    Ok(outbound::parse_proxies(raw)?
+        .iter()
+        .map(|p| p.expose().to_string())
+        .collect())
+}
+
+/// Checked headers, names lowercased, values trimmed, as the store keeps them.
+fn checked_headers(raw: &[pb::UpstreamHeader]) -> Result<Vec<pb::UpstreamHeader>, Error> {
+    let parsed =
+        outbound::parse_upstream_headers(raw.iter().map(|h| (h.name.as_str(), h.value.as_str())))?;
+    Ok(parsed
+        .into_iter()
+        .map(|(name, value)| pb::UpstreamHeader {
+            name: name.as_str().to_string(),
+            // Checked to be visible ASCII by the parse.
+            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        })
+        .collect())
+}
+
+/// A `ListKeys`/`ExportKeys` page size and start, checked.
+fn page_request(
+    page_size: u32,
+    default: u32,
+    page_token: &str,
+) -> Result<(usize, Option<String>), Error> {
+    let limit = match page_size {
+        0 => default,
+        n => n.min(MAX_PAGE_SIZE),
+    } as usize;
+    let after = match page_token {
+        "" => None,
+        token if token.len() == 16 && token.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(token.to_string())
+        }
+        token => return Err(Error::Invalid(format!("invalid page token {token:?}"))),
+    };
+    Ok((limit, after))
+}
+
+fn state_filter(state: i32) -> Result<Option<KeyState>, Error> {
+    match state {
+        0 => Ok(None),
+        n => KeyState::from_pb(n)
+            .map(Some)
+            .ok_or_else(|| Error::Invalid(format!("unknown key state {n}"))),
+    }
 }
 
 fn key_counts(counts: std::collections::BTreeMap<KeyState, u64>) -> Vec<pb::KeyStateCount> {
@@ -237,6 +374,8 @@ impl AdminService for Admin {
             req.priority
         };
         let weight = req.weight.max(1);
+        let proxies = checked_proxies(&req.proxies)?;
+        let headers = checked_headers(&req.headers)?;
         let (provider, revision) = self
             .store
             .commit(move |tx| {
@@ -251,6 +390,8 @@ impl AdminService for Admin {
                     weight,
                     created_unix_ms: tx.now_unix_ms(),
                     updated_unix_ms: tx.now_unix_ms(),
+                    proxies: proxies.clone(),
+                    headers: headers.clone(),
                 };
                 tx.put(TreeId::Providers, &name, &provider)?;
                 Ok(provider)
@@ -258,7 +399,7 @@ impl AdminService for Admin {
             .await?;
         tracing::info!(provider = %provider.name, r#type = %provider_type, ?revision, "provider created");
         Ok(Response::new(pb::CreateProviderResponse {
-            provider: Some(provider),
+            provider: Some(redact_provider(provider)),
             revision: revision_after(&self.store, revision),
         }))
     }
@@ -274,6 +415,14 @@ impl AdminService for Admin {
         if req.weight == Some(0) {
             return Err(Error::Invalid("weight must be at least 1".into()).into());
         }
+        let proxies = req
+            .set_proxies
+            .then(|| checked_proxies(&req.proxies))
+            .transpose()?;
+        let headers = req
+            .set_headers
+            .then(|| checked_headers(&req.headers))
+            .transpose()?;
         let (provider, revision) = self
             .store
             .commit(move |tx| {
@@ -291,13 +440,19 @@ impl AdminService for Admin {
                 if let Some(weight) = req.weight {
                     provider.weight = weight;
                 }
+                if let Some(proxies) = &proxies {
+                    provider.proxies.clone_from(proxies);
+                }
+                if let Some(headers) = &headers {
+                    provider.headers.clone_from(headers);
+                }
                 provider.updated_unix_ms = tx.now_unix_ms();
                 tx.put(TreeId::Providers, &req.name, &provider)?;
                 Ok(provider)
             })
             .await?;
         Ok(Response::new(pb::UpdateProviderResponse {
-            provider: Some(provider),
+            provider: Some(redact_provider(provider)),
             revision: revision_after(&self.store, revision),
         }))
     }
@@ -312,9 +467,11 @@ impl AdminService for Admin {
                 let provider = store
                     .get::<pb::Provider>(TreeId::Providers, &name)?
                     .ok_or_else(|| Error::not_found("provider", &name))?;
+                let proxy_key_counts = proxy_key_counts(store, &provider)?;
                 Ok(pb::GetProviderResponse {
-                    provider: Some(provider),
+                    provider: Some(redact_provider(provider)),
                     key_counts: key_counts(store.key_counts(Some(&name))?),
+                    proxy_key_counts,
                 })
             })
             .await?;
@@ -325,8 +482,10 @@ impl AdminService for Admin {
         &self,
         _request: Request<pb::ListProvidersRequest>,
     ) -> Result<Response<pb::ListProvidersResponse>, Status> {
-        let providers = self.read(|store| store.list(TreeId::Providers)).await?;
-        Ok(Response::new(pb::ListProvidersResponse { providers }))
+        let providers: Vec<pb::Provider> = self.read(|store| store.list(TreeId::Providers)).await?;
+        Ok(Response::new(pb::ListProvidersResponse {
+            providers: providers.into_iter().map(redact_provider).collect(),
+        }))
     }
 
     async fn delete_provider(
@@ -392,6 +551,13 @@ impl AdminService for Admin {
             return Err(Error::Invalid("a provider is required".into()).into());
         }
         let lines = classify_lines(&provider, &req.keys);
+        let proxy = match req.proxy.trim() {
+            "" => String::new(),
+            raw => model::ProxyUrl::parse(raw)
+                .map_err(Error::from)?
+                .expose()
+                .to_string(),
+        };
         let (results, revision) = self
             .store
             .commit(move |tx| {
@@ -421,6 +587,7 @@ impl AdminService for Admin {
                             state_until_unix_ms: 0,
                             added_unix_ms: tx.now_unix_ms(),
                             state_changed_unix_ms: tx.now_unix_ms(),
+                            proxy: proxy.clone(),
                         };
                         tx.put(TreeId::Keys, id, &key)?;
                         pb::AddKeyOutcome::Added
@@ -466,24 +633,8 @@ impl AdminService for Admin {
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let req = request.into_inner();
-        let state = match req.state {
-            0 => None,
-            n => Some(
-                KeyState::from_pb(n)
-                    .ok_or_else(|| Error::Invalid(format!("unknown key state {n}")))?,
-            ),
-        };
-        let limit = match req.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        } as usize;
-        let after = match req.page_token.as_str() {
-            "" => None,
-            token if token.len() == 16 && token.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Some(token.to_string())
-            }
-            token => return Err(Error::Invalid(format!("invalid page token {token:?}")).into()),
-        };
+        let state = state_filter(req.state)?;
+        let (limit, after) = page_request(req.page_size, DEFAULT_PAGE_SIZE, &req.page_token)?;
         let provider = (!req.provider.is_empty()).then_some(req.provider);
         let (keys, more) = self
             .read(move |store| {
@@ -501,6 +652,45 @@ impl AdminService for Admin {
         };
         Ok(Response::new(pb::ListKeysResponse {
             keys: keys.into_iter().map(redact_key).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn export_keys(
+        &self,
+        request: Request<pb::ExportKeysRequest>,
+    ) -> Result<Response<pb::ExportKeysResponse>, Status> {
+        let req = request.into_inner();
+        let state = state_filter(req.state)?;
+        let (limit, after) =
+            page_request(req.page_size, DEFAULT_EXPORT_PAGE_SIZE, &req.page_token)?;
+        let provider = (!req.provider.is_empty()).then_some(req.provider);
+        let shown_provider = provider.clone();
+        let (keys, more) = self
+            .read(move |store| {
+                if let Some(p) = &provider
+                    && !store.tree(TreeId::Providers).contains_key(p.as_bytes())?
+                {
+                    return Err(Error::not_found("provider", p));
+                }
+                store.keys_page(provider.as_deref(), state, after.as_deref(), limit)
+            })
+            .await?;
+        let next_page_token = match (more, keys.last()) {
+            (true, Some(last)) => last.id.clone(),
+            _ => String::new(),
+        };
+        if req.reveal {
+            // Who asked for secrets, and how many, without the secrets themselves.
+            tracing::warn!(provider = ?shown_provider, keys = keys.len(), "provider keys exported in full");
+        }
+        let keys = if req.reveal {
+            keys
+        } else {
+            keys.into_iter().map(redact_key).collect()
+        };
+        Ok(Response::new(pb::ExportKeysResponse {
+            keys,
             next_page_token,
         }))
     }
@@ -1003,6 +1193,8 @@ mod tests {
             base_url: String::new(),
             priority: 0,
             weight: 1,
+            proxies: Vec::new(),
+            headers: Vec::new(),
         };
         let openai = provider(ProviderType::OpenAi);
         let mock = provider(ProviderType::Mock);

@@ -280,7 +280,8 @@ pub fn candidates<'a>(
 pub struct Attempts<'a> {
     pub config: &'a Arc<RuntimeConfig>,
     pub strategies: &'a StrategyState,
-    pub client: &'a upstream::Client,
+    /// The direct client and one per outbound proxy.
+    pub clients: &'a upstream::Clients,
     pub events: &'a KeyEvents,
     /// Where each attempt is recorded.
     pub log: &'a RequestLog,
@@ -581,8 +582,19 @@ impl Attempts<'_> {
                 HeaderValue::from_static("application/json"),
             );
         }
+        // The provider's own headers first, so that none can replace the credentials
+        // (reserved names are refused when the provider is stored, and again here by order).
+        for (name, value) in &provider.headers {
+            headers.insert(name.clone(), value.clone());
+        }
         upstream::set_credentials(provider.provider_type, key.secret.expose(), headers)
             .map_err(ProxyError::BadRequest)?;
+        // Not the key's fault, and another key may go through another proxy: retryable,
+        // without a failure counted on the key.
+        let client = self
+            .clients
+            .get(provider.proxy_for(key))
+            .map_err(|e| ProxyError::Network(format!("outbound proxy: {e}")))?;
         headers.insert(
             header::USER_AGENT,
             HeaderValue::from_static(concat!("fulcrum/", env!("CARGO_PKG_VERSION"))),
@@ -590,7 +602,7 @@ impl Attempts<'_> {
         let started = tokio::time::Instant::now();
         let deadline = started + settings.first_byte_timeout;
         let response =
-            match tokio::time::timeout_at(deadline, self.client.request(upstream_request)).await {
+            match tokio::time::timeout_at(deadline, client.request(upstream_request)).await {
                 Err(_) => {
                     self.fail(entry, None, "no response in time");
                     return Err(ProxyError::FirstByteTimeout(settings.first_byte_timeout));

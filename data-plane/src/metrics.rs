@@ -348,6 +348,14 @@ impl Collector for Scrape {
             ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
                 .encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
         };
+        if let Some(config) = self.runtime.load() {
+            gauge(
+                &mut encoder,
+                "key_pool_bytes",
+                "Estimated heap bytes of the keys in force, their indexes and key pools (allocator granules counted); divide by the sum of keys for bytes per key",
+                (config.keys.heap_bytes() + config.pools.heap_bytes()) as u64,
+            )?;
+        }
         let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64| {
             ConstCounter::new(value).encode(encoder.encode_descriptor(
                 name,

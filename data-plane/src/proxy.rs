@@ -31,14 +31,7 @@ pub struct Proxy {
     pub events: KeyEvents,
     pub recorder: Recorder,
     strategies: Arc<StrategyState>,
-    client: Arc<ArcSwap<ClientEntry>>,
-}
-
-/// The upstream client and the connect timeout it was built with: a settings change
-/// builds a new one (connections of the old one close as their requests end).
-struct ClientEntry {
-    connect_timeout: Duration,
-    client: upstream::Client,
+    client: Arc<ArcSwap<upstream::Clients>>,
 }
 
 impl Proxy {
@@ -48,36 +41,33 @@ impl Proxy {
         recorder: Recorder,
     ) -> Result<Self, String> {
         let connect_timeout = fulcrum_proto::model::Settings::default().connect_timeout;
-        let client = upstream::client(connect_timeout)?;
+        let clients = upstream::Clients::new(connect_timeout)?;
         Ok(Self {
             runtime,
             events,
             recorder,
             strategies: Arc::default(),
-            client: Arc::new(ArcSwap::from_pointee(ClientEntry {
-                connect_timeout,
-                client,
-            })),
+            client: Arc::new(ArcSwap::from_pointee(clients)),
         })
     }
 
-    fn client_for(&self, config: &RuntimeConfig) -> upstream::Client {
+    /// The upstream clients for the connect timeout in force: a settings change builds
+    /// new ones (connections of the old ones close as their requests end).
+    fn clients_for(&self, config: &RuntimeConfig) -> Arc<upstream::Clients> {
         let wanted = config.settings.connect_timeout;
-        let current = self.client.load();
-        if current.connect_timeout == wanted {
-            return current.client.clone();
+        let current = self.client.load_full();
+        if current.connect_timeout() == wanted {
+            return current;
         }
-        match upstream::client(wanted) {
-            Ok(client) => {
-                self.client.store(Arc::new(ClientEntry {
-                    connect_timeout: wanted,
-                    client: client.clone(),
-                }));
-                client
+        match upstream::Clients::new(wanted) {
+            Ok(clients) => {
+                let clients = Arc::new(clients);
+                self.client.store(Arc::clone(&clients));
+                clients
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot build an upstream client with the new connect timeout; keeping the old one");
-                current.client.clone()
+                current
             }
         }
     }
@@ -278,11 +268,11 @@ pub async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
         headers,
         client: Arc::clone(client_token),
     };
-    let client = proxy.client_for(config);
+    let clients = proxy.clients_for(config);
     let attempts = Attempts {
         config,
         strategies: &proxy.strategies,
-        client: &client,
+        clients: &clients,
         events: &proxy.events,
         log: &log,
     };

@@ -83,6 +83,7 @@ impl Fleet {
                 .add_keys(pb::AddKeysRequest {
                     provider: p.name.into(),
                     keys: p.keys.iter().map(|k| k.to_string()).collect(),
+                    ..Default::default()
                 })
                 .await
                 .expect("add keys");

@@ -44,6 +44,7 @@ impl Gateway {
             .add_keys(pb::AddKeysRequest {
                 provider: PROVIDER.into(),
                 keys: keys.iter().map(|k| k.to_string()).collect(),
+                ..Default::default()
             })
             .await
             .expect("add keys");

@@ -9,6 +9,7 @@ pub mod data;
 pub mod fleet;
 pub mod gateway;
 pub mod mock;
+pub mod outbound;
 pub mod reporter;
 pub mod sdk;
 

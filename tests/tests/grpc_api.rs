@@ -234,6 +234,7 @@ async fn the_server_validates_what_the_cli_also_checks() {
         .add_keys(pb::AddKeysRequest {
             provider: "g".into(),
             keys: vec![secret.into(), "  ".into(), "bad key".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -319,6 +320,7 @@ async fn paging_walks_every_key_once() {
             .add_keys(pb::AddKeysRequest {
                 provider: name.into(),
                 keys,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -382,6 +384,7 @@ async fn the_http_listener_serves_health_and_metrics() {
                 "sk-metrics-0123456789".into(),
                 "sk-metrics-9876543210".into(),
             ],
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -90,6 +90,7 @@ async fn setup(control: &ControlPlaneHandle, secrets: &[&str]) -> Vec<String> {
         .add_keys(pb::AddKeysRequest {
             provider: "main".into(),
             keys: secrets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         })
         .await
         .unwrap()

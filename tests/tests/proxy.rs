@@ -381,6 +381,7 @@ async fn fails_over_to_the_next_provider_that_serves_the_model() {
         .add_keys(pb::AddKeysRequest {
             provider: "backup".into(),
             keys: vec!["sk-backup-0123456789".into()],
+            ..Default::default()
         })
         .await
         .unwrap()

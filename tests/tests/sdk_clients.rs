@@ -83,6 +83,7 @@ async fn start() -> (PathBuf, Fleet) {
             .add_keys(pb::AddKeysRequest {
                 provider: name.clone(),
                 keys: vec![key.clone()],
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -9,7 +9,7 @@ use fulcrum_proto::model::KeyState;
 use fulcrum_proto::pb;
 use serde_json::{Value, json};
 
-use super::parse_provider_name;
+use super::{Secretive, parse_provider_name, parse_proxy};
 use crate::client::{self, AdminClient};
 use crate::output::{self, Format, Table};
 
@@ -17,6 +17,10 @@ use crate::output::{self, Format, Table};
 const DEFAULT_LIMIT: usize = 100;
 /// Page size when paging through everything (the server allows up to 10,000).
 const PAGE_SIZE: u32 = 1_000;
+/// Duplicate lines `keys add` names one by one in text output.
+const DUPLICATES_SHOWN: usize = 20;
+/// Page size of `keys export`.
+const EXPORT_PAGE_SIZE: u32 = 5_000;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -33,6 +37,22 @@ pub enum KeysCommand {
         /// File with one key a line; `-` reads stdin.
         #[arg(long, value_name = "PATH|-")]
         file: Option<PathBuf>,
+        /// Pin the added keys to this outbound proxy (`http://` or `socks5://`) instead of
+        /// the provider's assignment.
+        #[arg(long, value_name = "URL", value_parser = Secretive(parse_proxy))]
+        proxy: Option<String>,
+    },
+    /// Print keys one a line, masked; `--reveal` prints the full secrets, which
+    /// `keys add --file` takes back. `-o json` gives every field.
+    Export {
+        #[arg(long, value_parser = parse_provider_name)]
+        provider: Option<String>,
+        /// active, cooling, exhausted, failing, invalid or disabled.
+        #[arg(long)]
+        state: Option<KeyState>,
+        /// Print the full secrets (the output is then as sensitive as the keys).
+        #[arg(long)]
+        reveal: bool,
     },
     /// List keys (masked), in id order.
     List {
@@ -80,7 +100,23 @@ pub async fn run(
             provider,
             keys,
             file,
-        } => add(client, format, provider, keys, file.as_ref()).await,
+            proxy,
+        } => {
+            add(
+                client,
+                format,
+                provider,
+                keys,
+                file.as_ref(),
+                proxy.as_deref(),
+            )
+            .await
+        }
+        KeysCommand::Export {
+            provider,
+            state,
+            reveal,
+        } => export(client, format, provider.as_deref(), *state, *reveal).await,
         KeysCommand::List {
             provider,
             state,
@@ -151,6 +187,7 @@ async fn add(
     provider: &str,
     args: &[String],
     file: Option<&PathBuf>,
+    proxy: Option<&str>,
 ) -> anyhow::Result<()> {
     let mut lines: Vec<String> = args.to_vec();
     let mut origin = Origin {
@@ -169,6 +206,7 @@ async fn add(
     let mut request = tonic::Request::new(pb::AddKeysRequest {
         provider: provider.to_string(),
         keys: lines,
+        proxy: proxy.unwrap_or_default().to_string(),
     });
     request.set_timeout(client::BULK_TIMEOUT);
     let response = client.add_keys(request).await?.into_inner();
@@ -211,8 +249,14 @@ async fn add(
         "added {}, duplicates {}, invalid {}, skipped {} (revision {})\n",
         response.added, response.duplicates, response.invalid, response.skipped, response.revision
     );
+    // A re-import of 100,000 keys would print 100,000 lines: the first few say enough.
+    let mut shown = 0usize;
     for result in &response.results {
         if result.outcome == pb::AddKeyOutcome::Duplicate as i32 {
+            shown += 1;
+            if shown > DUPLICATES_SHOWN {
+                continue;
+            }
             let message = match (result.message.is_empty(), result.id.is_empty()) {
                 (true, _) => format!("already stored as {} ({})", result.id, result.masked),
                 (false, true) => result.message.clone(),
@@ -223,6 +267,12 @@ async fn add(
                 origin.describe(result.line)
             ));
         }
+    }
+    if shown > DUPLICATES_SHOWN {
+        text.push_str(&format!(
+            "... and {} more duplicates (-o json lists every line)\n",
+            shown - DUPLICATES_SHOWN
+        ));
     }
     output::print(&text)
 }
@@ -305,6 +355,71 @@ async fn list(
     output::print(&table.render())
 }
 
+// === export ===
+
+async fn export(
+    client: &mut AdminClient,
+    format: Format,
+    provider: Option<&str>,
+    state: Option<KeyState>,
+    reveal: bool,
+) -> anyhow::Result<()> {
+    let mut keys: Vec<pb::ProviderKey> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ExportKeysRequest {
+            provider: provider.unwrap_or_default().to_string(),
+            state: state.map_or(pb::KeyState::Unspecified, KeyState::to_pb) as i32,
+            page_size: EXPORT_PAGE_SIZE,
+            page_token: page_token.clone(),
+            reveal,
+        };
+        let response = client.export_keys(request).await?.into_inner();
+        keys.extend(response.keys);
+        if response.next_page_token.is_empty() {
+            break;
+        }
+        page_token = response.next_page_token;
+    }
+    if reveal {
+        let noun = if keys.len() == 1 { "key" } else { "keys" };
+        output::note(&format!(
+            "printing {} {noun} in full: treat this output as the keys themselves",
+            keys.len()
+        ));
+    } else {
+        output::note("keys are masked; --reveal prints them in full");
+    }
+    if format == Format::Json {
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|k| {
+                let mut value = output::key_json(k);
+                if reveal {
+                    value["secret"] = json!(k.secret);
+                }
+                value
+            })
+            .collect();
+        return output::print_json(&json!({ "keys": keys, "revealed": reveal }));
+    }
+    // `#` lines are comments to `keys add --file`, so the output goes back in as it is.
+    let mut text = format!(
+        "# fulcrumctl keys export: {} keys{}{}, {}\n",
+        keys.len(),
+        provider
+            .map(|p| format!(", provider {p}"))
+            .unwrap_or_default(),
+        state.map(|s| format!(", state {s}")).unwrap_or_default(),
+        if reveal { "full secrets" } else { "masked" },
+    );
+    for k in &keys {
+        text.push_str(if reveal { &k.secret } else { &k.masked });
+        text.push('\n');
+    }
+    output::print(&text)
+}
+
 fn parse_limit(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -355,6 +470,45 @@ mod tests {
         assert!(parse(&["keys", "add", "--provider", "p", "--file", "-"]).is_ok());
         let cmd = parse(&["keys", "add", "--provider", "p", "k1", "k2"]).expect("parses");
         assert!(matches!(cmd, KeysCommand::Add { keys, file: None, .. } if keys.len() == 2));
+    }
+
+    #[test]
+    fn export_and_pinned_proxies() {
+        let cmd = parse(&["keys", "export", "--provider", "p", "--reveal"]).expect("parses");
+        assert!(
+            matches!(cmd, KeysCommand::Export { reveal: true, provider: Some(p), .. } if p == "p")
+        );
+        assert!(matches!(
+            parse(&["keys", "export"]).expect("parses"),
+            KeysCommand::Export {
+                reveal: false,
+                provider: None,
+                state: None
+            }
+        ));
+        let cmd = parse(&[
+            "keys",
+            "add",
+            "--provider",
+            "p",
+            "--proxy",
+            "socks5://h:1",
+            "k1",
+        ])
+        .expect("parses");
+        assert!(matches!(cmd, KeysCommand::Add { proxy: Some(p), .. } if p == "socks5://h:1"));
+        let err = parse(&[
+            "keys",
+            "add",
+            "--provider",
+            "p",
+            "--proxy",
+            "http://u:hunter2@h:x",
+            "k1",
+        ])
+        .expect_err("rejected");
+        assert_eq!(err.exit_code(), 2);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tonic::Code;
 
 use crate::client::{self, AdminClient, LogClient};
 use crate::output::Format;
+use fulcrum_proto::pb;
 
 /// Administer a Fulcrum LLM gateway, or run one locally with `up`.
 #[derive(Debug, Parser)]
@@ -241,6 +242,59 @@ pub fn describe_error(err: &anyhow::Error, endpoint: &str) -> String {
 pub(crate) fn parse_provider_name(value: &str) -> Result<String, String> {
     fulcrum_proto::model::validate_provider_name(value).map_err(|e| e.message)?;
     Ok(value.to_string())
+}
+
+/// A value parser for arguments that may hold a secret (a proxy password, a header value):
+/// clap's own errors repeat the value, this one says only what is wrong with it.
+#[derive(Clone)]
+pub(crate) struct Secretive<F>(pub F);
+
+impl<F, T> clap::builder::TypedValueParser for Secretive<F>
+where
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg.map(ToString::to_string).unwrap_or_default();
+        let fail = |why: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let value = value.to_str().ok_or_else(|| fail("not UTF-8"))?;
+        (self.0)(value).map_err(|why| fail(&why))
+    }
+}
+
+/// An outbound proxy URL, checked as the control plane will (the password never appears
+/// in the error).
+pub(crate) fn parse_proxy(value: &str) -> Result<String, String> {
+    fulcrum_proto::model::ProxyUrl::parse(value)
+        .map(|p| p.expose().to_string())
+        .map_err(|e| e.message)
+}
+
+/// `Name: value`, checked as the control plane will.
+pub(crate) fn parse_header(value: &str) -> Result<pb::UpstreamHeader, String> {
+    let (name, header_value) = value
+        .split_once(':')
+        // The value may be a secret: not repeated.
+        .ok_or_else(|| "invalid header: expected 'Name: value'".to_string())?;
+    fulcrum_proto::model::outbound::parse_upstream_header(name, header_value)
+        .map_err(|e| e.message)?;
+    Ok(pb::UpstreamHeader {
+        name: name.trim().to_string(),
+        value: header_value.trim().to_string(),
+    })
 }
 
 pub(crate) fn parse_base_url(value: &str) -> Result<String, String> {

@@ -6,7 +6,7 @@ use fulcrum_proto::model::ProviderType;
 use fulcrum_proto::pb;
 use serde_json::json;
 
-use super::{parse_base_url, parse_provider_name};
+use super::{Secretive, parse_base_url, parse_header, parse_provider_name, parse_proxy};
 use crate::client::AdminClient;
 use crate::output::{self, Format, Table};
 
@@ -28,6 +28,13 @@ pub enum ProvidersCommand {
         /// Share of traffic among providers of the same priority [default: 1].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         weight: Option<u32>,
+        /// Outbound proxy, `http://[user:pass@]host:port` (CONNECT) or
+        /// `socks5://[user:pass@]host:port`; repeat for several (keys are spread over them).
+        #[arg(long = "proxy", value_name = "URL", value_parser = Secretive(parse_proxy))]
+        proxies: Vec<String>,
+        /// Header sent on every upstream request, `'Name: value'`; repeatable.
+        #[arg(long = "header", value_name = "NAME: VALUE", value_parser = Secretive(parse_header))]
+        headers: Vec<pb::UpstreamHeader>,
     },
     /// List every provider.
     List,
@@ -44,8 +51,8 @@ pub enum ProvidersCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Change a provider's base URL, priority or weight.
-    #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["base_url", "priority", "weight"])))]
+    /// Change a provider's base URL, priority, weight, proxies or headers.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["base_url", "priority", "weight", "proxies", "no_proxies", "headers", "no_headers"])))]
     Update {
         #[arg(value_parser = parse_provider_name)]
         name: String,
@@ -55,6 +62,18 @@ pub enum ProvidersCommand {
         priority: Option<u32>,
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         weight: Option<u32>,
+        /// Replaces the provider's proxies with these; repeatable.
+        #[arg(long = "proxy", value_name = "URL", value_parser = Secretive(parse_proxy), conflicts_with = "no_proxies")]
+        proxies: Vec<String>,
+        /// Removes every proxy: upstream calls go direct (pinned key proxies stay).
+        #[arg(long)]
+        no_proxies: bool,
+        /// Replaces the provider's headers with these; repeatable.
+        #[arg(long = "header", value_name = "NAME: VALUE", value_parser = Secretive(parse_header), conflicts_with = "no_headers")]
+        headers: Vec<pb::UpstreamHeader>,
+        /// Removes every header.
+        #[arg(long)]
+        no_headers: bool,
     },
 }
 
@@ -70,6 +89,8 @@ pub async fn run(
             base_url,
             priority,
             weight,
+            proxies,
+            headers,
         } => {
             let request = pb::CreateProviderRequest {
                 name: name.clone(),
@@ -77,6 +98,8 @@ pub async fn run(
                 base_url: base_url.clone().unwrap_or_default(),
                 priority: priority.unwrap_or(0),
                 weight: weight.unwrap_or(0),
+                proxies: proxies.clone(),
+                headers: headers.clone(),
             };
             let response = client.create_provider(request).await?.into_inner();
             print_changed("created", response.provider, response.revision, format)
@@ -94,7 +117,8 @@ pub async fn run(
                     .collect();
                 return output::print_json(&json!({ "providers": providers }));
             }
-            let mut table = Table::new(["NAME", "TYPE", "BASE URL", "PRIORITY", "WEIGHT"]);
+            let mut table =
+                Table::new(["NAME", "TYPE", "BASE URL", "PRIORITY", "WEIGHT", "PROXIES"]);
             for p in &response.providers {
                 table.row(vec![
                     p.name.clone(),
@@ -102,6 +126,7 @@ pub async fn run(
                     output::or_dash(&p.base_url),
                     p.priority.to_string(),
                     p.weight.to_string(),
+                    p.proxies.len().to_string(),
                 ]);
             }
             if table.is_empty() {
@@ -119,12 +144,33 @@ pub async fn run(
                 bail!("the control plane answered without the provider");
             };
             if format == Format::Json {
+                let proxies: Vec<_> = response
+                    .proxy_key_counts
+                    .iter()
+                    .map(
+                        |c| json!({ "proxy": c.proxy, "assigned": c.assigned, "pinned": c.pinned }),
+                    )
+                    .collect();
                 return output::print_json(&json!({
                     "provider": output::provider_json(&provider),
                     "key_counts": output::key_counts_json(&response.key_counts),
+                    "proxy_key_counts": proxies,
                 }));
             }
-            output::print(&provider_fields(&provider, Some(&response.key_counts)))
+            output::print(&provider_fields(&provider, Some(&response.key_counts)))?;
+            if response.proxy_key_counts.is_empty() {
+                return Ok(());
+            }
+            let mut table = Table::new(["PROXY", "ASSIGNED KEYS", "PINNED KEYS"]);
+            for c in &response.proxy_key_counts {
+                let proxy = if c.proxy.is_empty() {
+                    "(direct)".to_string()
+                } else {
+                    c.proxy.clone()
+                };
+                table.row(vec![proxy, c.assigned.to_string(), c.pinned.to_string()]);
+            }
+            output::print(&table.render())
         }
         ProvidersCommand::Remove { name, force } => {
             let request = pb::DeleteProviderRequest {
@@ -154,12 +200,20 @@ pub async fn run(
             base_url,
             priority,
             weight,
+            proxies,
+            no_proxies,
+            headers,
+            no_headers,
         } => {
             let request = pb::UpdateProviderRequest {
                 name: name.clone(),
                 base_url: base_url.clone(),
                 priority: *priority,
                 weight: *weight,
+                set_proxies: *no_proxies || !proxies.is_empty(),
+                proxies: proxies.clone(),
+                set_headers: *no_headers || !headers.is_empty(),
+                headers: headers.clone(),
             };
             let response = client.update_provider(request).await?.into_inner();
             print_changed("updated", response.provider, response.revision, format)
@@ -175,6 +229,26 @@ fn provider_fields(p: &pb::Provider, key_counts: Option<&[pb::KeyStateCount]>) -
         ("base url", output::or_dash(&p.base_url)),
         ("priority", p.priority.to_string()),
         ("weight", p.weight.to_string()),
+        (
+            "proxies",
+            if p.proxies.is_empty() {
+                "- (direct)".to_string()
+            } else {
+                p.proxies.join(", ")
+            },
+        ),
+        (
+            "headers",
+            if p.headers.is_empty() {
+                "-".to_string()
+            } else {
+                p.headers
+                    .iter()
+                    .map(|h| format!("{}: {}", h.name, h.value))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
         ("created", output::ago(p.created_unix_ms, now)),
         ("updated", output::ago(p.updated_unix_ms, now)),
     ];
@@ -283,6 +357,94 @@ mod tests {
             let err = parse(args).expect_err("rejected");
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn proxies_and_headers_are_checked() {
+        let cmd = parse(&[
+            "providers",
+            "add",
+            "oa",
+            "--type",
+            "openai",
+            "--proxy",
+            "http://u:p@127.0.0.1:3128",
+            "--proxy",
+            "socks5://127.0.0.1",
+            "--header",
+            "OpenAI-Organization: org-1",
+        ])
+        .expect("parses");
+        let ProvidersCommand::Add {
+            proxies, headers, ..
+        } = cmd
+        else {
+            panic!("not add");
+        };
+        assert_eq!(
+            proxies,
+            ["http://u:p@127.0.0.1:3128", "socks5://127.0.0.1:1080"]
+        );
+        assert_eq!(headers[0].name, "OpenAI-Organization");
+        assert_eq!(headers[0].value, "org-1");
+        for args in [
+            &[
+                "providers",
+                "add",
+                "oa",
+                "--type",
+                "openai",
+                "--proxy",
+                "ftp://x:1",
+            ][..],
+            &[
+                "providers",
+                "add",
+                "oa",
+                "--type",
+                "openai",
+                "--header",
+                "Authorization: Bearer x",
+            ],
+            &[
+                "providers",
+                "add",
+                "oa",
+                "--type",
+                "openai",
+                "--header",
+                "no-colon",
+            ],
+            &[
+                "providers",
+                "update",
+                "oa",
+                "--proxy",
+                "http://a:1",
+                "--no-proxies",
+            ],
+        ] {
+            let err = parse(args).expect_err("rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+        let err = parse(&[
+            "providers",
+            "add",
+            "oa",
+            "--type",
+            "openai",
+            "--proxy",
+            "ftp://me:hunter2@x",
+        ])
+        .expect_err("rejected");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(matches!(
+            parse(&["providers", "update", "oa", "--no-headers"]).expect("parses"),
+            ProvidersCommand::Update {
+                no_headers: true,
+                ..
+            }
+        ));
     }
 
     #[test]

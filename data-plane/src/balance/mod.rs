@@ -209,6 +209,17 @@ impl KeyPool {
     }
 }
 
+/// What the allocator hands out for a request of `size` bytes, as glibc's malloc does: an
+/// 8-byte header, 16-byte granules, 32 bytes at least. Estimates of memory per key count
+/// this, not the bare `size_of`.
+pub fn allocated(size: usize) -> usize {
+    if size == 0 {
+        0
+    } else {
+        (size + 8).div_ceil(16).max(2) * 16
+    }
+}
+
 /// Every provider's pool, built with a config and swapped in with it.
 #[derive(Debug, Default)]
 pub struct Pools {
@@ -218,6 +229,21 @@ pub struct Pools {
 impl Pools {
     pub fn get(&self, provider: &str) -> Option<&Arc<KeyPool>> {
         self.by_provider.get(provider)
+    }
+
+    /// Heap bytes the pools hold beyond the keys themselves: each pool's entry list and
+    /// each entry's local health state. The keys are counted by
+    /// [`Keys::heap_bytes`](crate::runtime::Keys::heap_bytes).
+    pub fn heap_bytes(&self) -> usize {
+        self.by_provider
+            .values()
+            .map(|pool| {
+                allocated(size_of::<KeyPool>() + 2 * size_of::<usize>())
+                    + allocated(pool.entries.capacity() * size_of::<PoolEntry>())
+                    + pool.entries.len()
+                        * allocated(size_of::<LocalKeyState>() + 2 * size_of::<usize>())
+            })
+            .sum()
     }
 
     /// The pools for `keys` (each provider's keys, sorted). `previous` is the config in
@@ -271,6 +297,7 @@ mod tests {
             state,
             state_reason: String::new(),
             state_until_unix_ms: until,
+            proxy: None,
         })
     }
 

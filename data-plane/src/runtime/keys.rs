@@ -13,6 +13,7 @@ use fulcrum_proto::pb;
 use fulcrum_proto::pb::ResourceKind;
 
 use super::Problems;
+use crate::balance::allocated;
 
 /// Every key of one config. Cheap to clone: one `Arc` per provider.
 #[derive(Debug, Clone, Default)]
@@ -169,6 +170,27 @@ impl Keys {
         })
     }
 
+    /// Heap bytes the keys and their indexes hold, as the allocator counts them (see
+    /// [`allocated`]): each key's `Arc` allocation and strings, each provider's sorted list
+    /// and id table. Exported as `fulcrum_key_pool_bytes`; with the pools' own share
+    /// it is the data plane's memory per key.
+    pub fn heap_bytes(&self) -> usize {
+        self.providers
+            .values()
+            .map(|keys| {
+                // hashbrown: buckets are the next power of two of 8/7 of the capacity, each
+                // holding one entry and one control byte.
+                let buckets = (keys.by_id.capacity() * 8 / 7).next_power_of_two();
+                let table = buckets * (size_of::<(KeyId, Arc<Key>)>() + 1) + 16;
+                let per_key: usize = keys.list.iter().map(|key| key_heap_bytes(key)).sum();
+                allocated(size_of::<ProviderKeys>() + 2 * size_of::<usize>())
+                    + allocated(keys.list.capacity() * size_of::<Arc<Key>>())
+                    + allocated(table)
+                    + per_key
+            })
+            .sum()
+    }
+
     /// Every key, in no set order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Key>> {
         self.providers.values().flat_map(|keys| keys.list.iter())
@@ -266,6 +288,19 @@ impl Keys {
         }
         next
     }
+}
+
+/// One key's own heap: its `Arc` allocation and its strings.
+fn key_heap_bytes(key: &Key) -> usize {
+    allocated(size_of::<Key>() + 2 * size_of::<usize>())
+        + allocated(key.id.capacity())
+        + allocated(key.provider.capacity())
+        + allocated(key.secret.expose().len())
+        + allocated(key.state_reason.capacity())
+        + key
+            .proxy
+            .as_ref()
+            .map_or(0, |p| allocated(p.expose().len()))
 }
 
 /// The providers whose keys a message changes.

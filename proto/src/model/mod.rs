@@ -4,6 +4,7 @@
 //! a write, the data plane before it swaps in a config.
 
 mod names;
+pub mod outbound;
 mod resources;
 pub mod routing;
 mod secret;
@@ -13,6 +14,7 @@ pub use names::{
     validate_base_url, validate_key_secret, validate_model_pattern, validate_provider_name,
     validate_route_pattern, validate_token_name,
 };
+pub use outbound::{ProxyScheme, ProxyUrl, assign_proxy, mask_proxy};
 pub use resources::{ClientToken, Key, KeyState, Provider, ProviderType, Route, RouteTarget};
 pub use routing::{ClientProtocol, Plan, PlanReason, PlannedCandidate, Prices, RouteStrategy};
 pub use secret::{Secret, TokenHash, key_id, mask_secret, token_hash};

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::outbound::{ProxyUrl, assign_proxy, parse_proxies, parse_upstream_headers};
 use super::routing::{MAX_STICKY_SECS, Prices, RouteStrategy};
 use super::{
     InvalidResource, Secret, validate_base_url, validate_key_secret, validate_model_pattern,
@@ -199,6 +200,21 @@ pub struct Provider {
     pub base_url: String,
     pub priority: u32,
     pub weight: u32,
+    /// Outbound proxies; empty: direct.
+    pub proxies: Vec<ProxyUrl>,
+    /// Extra headers for every upstream request, values of secret-looking names marked
+    /// sensitive.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl Provider {
+    /// The proxy `key`'s upstream calls go through: its pinned one, else the provider's
+    /// rendezvous assignment (see [`super::outbound`]); `None`: direct.
+    pub fn proxy_for<'a>(&'a self, key: &'a Key) -> Option<&'a ProxyUrl> {
+        key.proxy
+            .as_ref()
+            .or_else(|| assign_proxy(&key.id, &self.proxies))
+    }
 }
 
 impl TryFrom<&pb::Provider> for Provider {
@@ -224,12 +240,28 @@ impl TryFrom<&pb::Provider> for Provider {
                 format!("provider {:?} has weight 0", p.name),
             ));
         }
+        let in_provider = |e: super::InvalidResource| {
+            InvalidResource::new(
+                "provider",
+                &p.name,
+                format!("provider {:?}: {}", p.name, e.message),
+            )
+        };
+        let proxies = parse_proxies(&p.proxies).map_err(in_provider)?;
+        let headers = parse_upstream_headers(
+            p.headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+        )
+        .map_err(in_provider)?;
         Ok(Self {
             name: p.name.clone(),
             provider_type,
             base_url: p.base_url.trim_end_matches('/').to_string(),
             priority: p.priority,
             weight: p.weight,
+            proxies,
+            headers,
         })
     }
 }
@@ -244,11 +276,13 @@ pub struct Key {
     pub state_reason: String,
     /// End of a `cooling` or `exhausted` state, in Unix milliseconds; 0 otherwise.
     pub state_until_unix_ms: i64,
+    /// A proxy pinned to this key; `None`: the provider's assignment.
+    pub proxy: Option<ProxyUrl>,
 }
 
 impl Key {
-    /// Checks the fields that need checking and returns the state.
-    fn check(k: &pb::ProviderKey) -> Result<KeyState, InvalidResource> {
+    /// Checks the fields that need checking and returns the state and pinned proxy.
+    fn check(k: &pb::ProviderKey) -> Result<(KeyState, Option<ProxyUrl>), InvalidResource> {
         if k.id.len() != 16 || !k.id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(InvalidResource::new(
                 "key",
@@ -259,9 +293,17 @@ impl Key {
         validate_key_secret(&k.secret).map_err(|why| {
             InvalidResource::new("key", &k.id, format!("key {}: secret {why}", k.id))
         })?;
-        KeyState::from_pb(k.state).ok_or_else(|| {
+        let state = KeyState::from_pb(k.state).ok_or_else(|| {
             InvalidResource::new("key", &k.id, format!("key {} has no known state", k.id))
-        })
+        })?;
+        let proxy = if k.proxy.is_empty() {
+            None
+        } else {
+            Some(ProxyUrl::parse(&k.proxy).map_err(|e| {
+                InvalidResource::new("key", &k.id, format!("key {}: {}", k.id, e.message))
+            })?)
+        };
+        Ok((state, proxy))
     }
 }
 
@@ -269,7 +311,7 @@ impl TryFrom<&pb::ProviderKey> for Key {
     type Error = InvalidResource;
 
     fn try_from(k: &pb::ProviderKey) -> Result<Self, Self::Error> {
-        let state = Key::check(k)?;
+        let (state, proxy) = Key::check(k)?;
         Ok(Self {
             id: k.id.clone(),
             provider: k.provider.clone(),
@@ -277,6 +319,7 @@ impl TryFrom<&pb::ProviderKey> for Key {
             state,
             state_reason: k.state_reason.clone(),
             state_until_unix_ms: k.state_until_unix_ms,
+            proxy,
         })
     }
 }
@@ -287,7 +330,7 @@ impl TryFrom<pb::ProviderKey> for Key {
     type Error = InvalidResource;
 
     fn try_from(k: pb::ProviderKey) -> Result<Self, Self::Error> {
-        let state = Key::check(&k)?;
+        let (state, proxy) = Key::check(&k)?;
         Ok(Self {
             id: k.id,
             provider: k.provider,
@@ -295,6 +338,7 @@ impl TryFrom<pb::ProviderKey> for Key {
             state,
             state_reason: k.state_reason,
             state_until_unix_ms: k.state_until_unix_ms,
+            proxy,
         })
     }
 }

@@ -643,6 +643,8 @@ mod tests {
             base_url: String::new(),
             priority,
             weight: 1,
+            proxies: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
