@@ -75,6 +75,8 @@ fn checked_base_url(provider_type: ProviderType, url: &str) -> Result<String, Er
 /// A key as admin answers show it: never with its secret.
 fn redact_key(mut key: pb::ProviderKey) -> pb::ProviderKey {
     key.secret.clear();
+    key.secret_sealed.clear();
+    key.secret_key_id.clear();
     key
 }
 
@@ -421,6 +423,8 @@ impl AdminService for Admin {
                             state_until_unix_ms: 0,
                             added_unix_ms: tx.now_unix_ms(),
                             state_changed_unix_ms: tx.now_unix_ms(),
+                            // `Tx::put` seals the secret into these.
+                            ..Default::default()
                         };
                         tx.put(TreeId::Keys, id, &key)?;
                         pb::AddKeyOutcome::Added

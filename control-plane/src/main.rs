@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use fulcrum_control::store::secrets::{self, KeySource, MasterKey, MasterKeys};
 use fulcrum_control::{Config, ControlPlane, Listeners};
+use fulcrum_proto::model::Secret;
 
 /// Fulcrum control plane: config, key inventory and key health in sled, served over gRPC.
 #[derive(Debug, Parser)]
@@ -29,6 +31,26 @@ struct Args {
     /// Check the flags and open the store, then exit without serving.
     #[arg(long)]
     check_config: bool,
+    /// File with the master key that seals provider keys at rest (32 bytes, base64 or
+    /// hex). The key itself may come from FULCRUM_MASTER_KEY instead. Default:
+    /// DATA_DIR/master.key, generated on a new store.
+    #[arg(long, env = "FULCRUM_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// File with the previous master key, during a rotation (or FULCRUM_PREVIOUS_MASTER_KEY).
+    #[arg(long, env = "FULCRUM_PREVIOUS_MASTER_KEY_FILE")]
+    previous_master_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print a new random master key (base64), or write it to a new file with mode 0600.
+    GenMasterKey {
+        /// Write the key to this file (never overwritten) and print only its id.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -40,6 +62,9 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::GenMasterKey { out }) = &args.command {
+        return gen_master_key(out.as_deref());
+    }
     init_tracing(args.log_format);
     // Tokens are read from the environment here and nowhere else.
     let config = Config {
@@ -47,6 +72,18 @@ async fn main() -> anyhow::Result<()> {
         admin_token: std::env::var("FULCRUM_TOKEN").ok(),
         join_token: std::env::var("FULCRUM_JOIN_TOKEN").ok(),
         changelog_capacity: args.changelog_capacity,
+        master_keys: MasterKeys {
+            current: key_source(
+                args.master_key_file.clone(),
+                "FULCRUM_MASTER_KEY",
+                "--master-key-file",
+            )?,
+            previous: key_source(
+                args.previous_master_key_file.clone(),
+                "FULCRUM_PREVIOUS_MASTER_KEY",
+                "--previous-master-key-file",
+            )?,
+        },
     };
     let control = ControlPlane::open(config)?;
     if args.check_config {
@@ -73,6 +110,33 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
     control.serve(listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// A master key from a file flag or from the key itself in `env`, not both.
+fn key_source(
+    file: Option<PathBuf>,
+    env: &str,
+    flag: &str,
+) -> anyhow::Result<Option<KeySource>> {
+    let value = std::env::var(env).ok().filter(|v| !v.trim().is_empty());
+    match (file, value) {
+        (Some(_), Some(_)) => anyhow::bail!("give the key either with {flag} or with {env}, not both"),
+        (Some(path), None) => Ok(Some(KeySource::File(path))),
+        (None, Some(value)) => Ok(Some(KeySource::Value(Secret::new(value)))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn gen_master_key(out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (key, text) = MasterKey::generate().map_err(anyhow::Error::msg)?;
+    match out {
+        Some(path) => {
+            secrets::write_key_file(path, &text)?;
+            println!("wrote master key id {} to {} (mode 0600)", key.id(), path.display());
+        }
+        None => println!("{}", text.expose()),
+    }
     Ok(())
 }
 
