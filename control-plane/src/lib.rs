@@ -98,15 +98,29 @@ impl ControlPlane {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::Startup(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
-        let store = Store::open(&dir.join("store"), config.changelog_capacity).map_err(|e| {
-            Error::Startup(format!(
-                "cannot open the store in {}: {e} (is another control plane using it?)",
-                dir.display()
-            ))
-        })?;
+        let store_dir = dir.join("store");
+        secrets::recover_rewrite(&store_dir).map_err(|e| Error::Startup(e.to_string()))?;
+        let open_store = || {
+            Store::open(&store_dir, config.changelog_capacity).map_err(|e| {
+                Error::Startup(format!(
+                    "cannot open the store in {}: {e} (is another control plane using it?)",
+                    dir.display()
+                ))
+            })
+        };
+        let mut store = open_store()?;
+        let (master_key_generated, rewrite) = unlock(&store, &config.master_keys, dir)?;
+        if rewrite {
+            // Sealing left plaintext (or ciphertext under a retired key) in sled's old log
+            // segments: copy the live records into fresh files before anything is served.
+            drop(store);
+            secrets::rewrite_store(&store_dir).map_err(|e| Error::Startup(e.to_string()))?;
+            tracing::info!("store rewritten into fresh files: superseded secrets are gone from disk");
+            store = open_store()?;
+            unlock(&store, &config.master_keys, dir)?;
+        }
         let logs = LogStore::open(&store)
             .map_err(|e| Error::Startup(format!("cannot open the log trees: {e}")))?;
-        let master_key_generated = unlock(&store, &config.master_keys, dir)?;
         let (admin, admin_generated) =
             auth::load_or_create(dir, "admin.token", "fca_", config.admin_token.as_deref())?;
         let (join, join_generated) =
@@ -356,12 +370,12 @@ impl ControlPlane {
 }
 
 /// Loads the master keys and unlocks the store with them (see `store::secrets`). Returns
-/// the path of a master key file generated now.
+/// the path of a master key file generated now, and whether the store wants a rewrite.
 fn unlock(
     store: &Store,
     keys: &secrets::MasterKeys,
     dir: &Path,
-) -> Result<Option<PathBuf>, Error> {
+) -> Result<(Option<PathBuf>, bool), Error> {
     let (keyring, generated) =
         secrets::load_keyring(keys, dir, store).map_err(|e| Error::Startup(e.to_string()))?;
     if let Some(path) = &generated {
@@ -395,7 +409,7 @@ fn unlock(
         ),
         (None, _) => tracing::info!(key_id = %key_id, "store unlocked with the master key"),
     }
-    Ok(generated)
+    Ok((generated, unlocked.rewrite))
 }
 
 fn describe<E: std::fmt::Display, J: std::fmt::Display>(

@@ -7,6 +7,7 @@ mod keys;
 mod logs;
 mod providers;
 mod routes;
+mod security;
 mod settings;
 mod stats;
 mod status;
@@ -73,6 +74,9 @@ pub enum Command {
     Logs(logs::LogsCommand),
     /// Requests, statuses, errors, tokens and latency per key, model or provider.
     Stats(stats::StatsArgs),
+    /// The master key sealing provider keys at rest, and the admin and join tokens.
+    #[command(subcommand)]
+    Security(security::SecurityCommand),
 }
 
 impl Cli {
@@ -103,7 +107,30 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Keys(cmd) => keys::run(cmd, &mut connect(global).await?, global.output).await,
         Command::Routes(cmd) => routes::run(cmd, &mut connect(global).await?, global.output).await,
+        Command::Tokens(cmd) if cmd.is_rotation() => {
+            let mut client =
+                client::connect_security(&global.endpoint, global.token.as_deref()).await?;
+            match cmd {
+                tokens::TokensCommand::RotateAdmin(args) => {
+                    security::rotate(security::TokenKind::Admin, args, &mut client, global.output)
+                        .await
+                }
+                tokens::TokensCommand::RotateJoin(args) => {
+                    security::rotate(security::TokenKind::Join, args, &mut client, global.output)
+                        .await
+                }
+                tokens::TokensCommand::RetirePrevious { kind } => {
+                    security::retire(*kind, &mut client, global.output).await
+                }
+                _ => unreachable!("is_rotation"),
+            }
+        }
         Command::Tokens(cmd) => tokens::run(cmd, &mut connect(global).await?, global.output).await,
+        Command::Security(cmd) => {
+            let mut client =
+                client::connect_security(&global.endpoint, global.token.as_deref()).await?;
+            security::run(cmd, &mut client, global.output).await
+        }
         Command::Settings(cmd) => {
             settings::run(cmd, &mut connect(global).await?, global.output).await
         }

@@ -23,6 +23,28 @@ pub enum TokensCommand {
         #[arg(value_parser = parse_token_name)]
         name: String,
     },
+    /// Replace the control plane's admin token; the old one stays valid for --grace.
+    RotateAdmin(super::security::RotateArgs),
+    /// Replace the join token data planes present; the old one stays valid for --grace.
+    /// Connected data planes keep their streams; they need the new token to reconnect.
+    RotateJoin(super::security::RotateArgs),
+    /// Make the previous admin or join token invalid now, ending its grace time.
+    RetirePrevious {
+        #[arg(value_enum)]
+        kind: super::security::TokenKind,
+    },
+}
+
+impl TokensCommand {
+    /// Rotation goes to `SecurityService`; the rest to `AdminService`.
+    pub fn is_rotation(&self) -> bool {
+        matches!(
+            self,
+            TokensCommand::RotateAdmin(_)
+                | TokensCommand::RotateJoin(_)
+                | TokensCommand::RetirePrevious { .. }
+        )
+    }
 }
 
 pub async fn run(
@@ -78,6 +100,11 @@ pub async fn run(
                 ]);
             }
             output::print(&table.render())
+        }
+        TokensCommand::RotateAdmin(_)
+        | TokensCommand::RotateJoin(_)
+        | TokensCommand::RetirePrevious { .. } => {
+            anyhow::bail!("token rotation goes to the security service")
         }
         TokensCommand::Revoke { name } => {
             let request = pb::RevokeClientTokenRequest { name: name.clone() };

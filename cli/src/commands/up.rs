@@ -41,6 +41,36 @@ pub struct UpArgs {
     /// Join token for data planes; generated and stored in the data dir if not given.
     #[arg(long, env = "FULCRUM_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
+    /// File with the master key that seals provider keys at rest (32 bytes, base64 or hex;
+    /// or the key itself in FULCRUM_MASTER_KEY). Default: DATA_DIR/master.key, generated
+    /// on first start.
+    #[arg(long, env = "FULCRUM_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// File with the previous master key while rotating to a new one (or the key itself
+    /// in FULCRUM_PREVIOUS_MASTER_KEY).
+    #[arg(long, env = "FULCRUM_PREVIOUS_MASTER_KEY_FILE")]
+    previous_master_key_file: Option<PathBuf>,
+}
+
+/// A master key from a file flag or from the key itself in `env`, not both. The
+/// environment is read here, where the command starts.
+fn key_source(
+    file: Option<&PathBuf>,
+    env: &str,
+    flag: &str,
+) -> anyhow::Result<Option<fulcrum_control::store::secrets::KeySource>> {
+    use fulcrum_control::store::secrets::KeySource;
+    let value = std::env::var(env).ok().filter(|v| !v.trim().is_empty());
+    match (file, value) {
+        (Some(_), Some(_)) => Err(anyhow!(
+            "give the master key either with {flag} or with {env}, not both"
+        )),
+        (Some(path), None) => Ok(Some(KeySource::File(path.clone()))),
+        (None, Some(value)) => Ok(Some(KeySource::Value(
+            fulcrum_proto::model::Secret::new(value),
+        ))),
+        (None, None) => Ok(None),
+    }
 }
 
 pub async fn run(args: &UpArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -64,6 +94,18 @@ pub async fn run(args: &UpArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         admin_token: global.token.clone().filter(|t| !t.is_empty()),
         join_token: args.join_token.clone().filter(|t| !t.is_empty()),
         changelog_capacity: 10_000,
+        master_keys: fulcrum_control::store::secrets::MasterKeys {
+            current: key_source(
+                args.master_key_file.as_ref(),
+                "FULCRUM_MASTER_KEY",
+                "--master-key-file",
+            )?,
+            previous: key_source(
+                args.previous_master_key_file.as_ref(),
+                "FULCRUM_PREVIOUS_MASTER_KEY",
+                "--previous-master-key-file",
+            )?,
+        },
     };
     let control = fulcrum_control::ControlPlane::open(config).map_err(|err| {
         anyhow!(
@@ -89,6 +131,7 @@ pub async fn run(args: &UpArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         admin_token: tokens.admin.expose(),
         join_token: tokens.join.expose(),
         generated: tokens.generated,
+        master_key_generated: control.master_key_generated(),
     }))?;
 
     // 3. Run both until a signal or until either stops on its own.
@@ -204,6 +247,7 @@ struct Banner<'a> {
     admin_token: &'a str,
     join_token: &'a str,
     generated: bool,
+    master_key_generated: Option<&'a std::path::Path>,
 }
 
 fn banner(b: &Banner<'_>) -> String {
@@ -226,6 +270,12 @@ fn banner(b: &Banner<'_>) -> String {
         text.push_str(&format!(
             "\nthe tokens were generated and stored in {}; keep them secret\n",
             b.data_dir.display()
+        ));
+    }
+    if let Some(path) = b.master_key_generated {
+        text.push_str(&format!(
+            "\ngenerated the master key that seals provider keys at rest: {} (mode 0600);\nthe store cannot be read without it: keep a copy somewhere else\n",
+            path.display()
         ));
     }
     text.push_str(&format!(

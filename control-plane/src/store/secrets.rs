@@ -36,6 +36,7 @@ pub const MASTER_KEY_LEN: usize = 32;
 pub const GENERATED_KEY_FILE: &str = "master.key";
 
 const CHECK_KEY: &[u8] = b"master_key_check";
+const REWRITE_KEY: &[u8] = b"rewrite_pending";
 const CHECK_PLAINTEXT: &[u8] = b"fulcrum master key check v1";
 const ID_LEN: usize = 8;
 
@@ -234,6 +235,10 @@ pub struct Unlocked {
     pub migrated: u64,
     /// Records still sealed with the previous key, for the re-seal job.
     pub pending_reseal: u64,
+    /// sled's files may still hold superseded values (plaintext just sealed, or records
+    /// sealed with a rotated-out key): rewrite the store with [`rewrite_store`] before
+    /// serving.
+    pub rewrite: bool,
 }
 
 /// Loads the configured keys. With no current key configured it uses `master.key` in
@@ -373,6 +378,11 @@ impl Store {
             });
         }
         let migrated = plaintext.len() as u64;
+        let flagged = self
+            .tree(TreeId::Meta)
+            .get(REWRITE_KEY)
+            .map_err(Error::from)?
+            .is_some();
         if !check_current || !plaintext.is_empty() {
             let check_value = [
                 keyring.current.id.as_bytes(),
@@ -396,7 +406,19 @@ impl Store {
         Ok(Unlocked {
             migrated,
             pending_reseal,
+            rewrite: migrated > 0 || (flagged && pending_reseal == 0),
         })
+    }
+
+    /// Asks for the store to be rewritten into fresh files at the next start: sled keeps
+    /// superseded values in its log segments until it happens to reclaim them, so after a
+    /// rotation ciphertext under the old key can linger there.
+    pub fn mark_rewrite(&self) -> Result<(), Error> {
+        self.commit_blocking(
+            |_| Ok(()),
+            |tx, ()| tx.put_unlogged(TreeId::Meta, "rewrite_pending", vec![1]),
+        )?;
+        Ok(())
     }
 
     /// The key with its secret in full (for the config stream): opens `secret_sealed`.
@@ -499,6 +521,70 @@ impl Store {
         )?;
         Ok((count, last))
     }
+}
+
+/// Copies every tree of the sled database at `path` into fresh files and puts them in its
+/// place, so that no superseded value survives in an old log segment. The database must
+/// not be open. A rewrite interrupted by a crash is finished (or dropped) by
+/// [`recover_rewrite`] at the next start.
+pub fn rewrite_store(path: &Path) -> Result<(), SecretsError> {
+    let fresh = path.with_extension("rewrite");
+    let old = path.with_extension("old");
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| SecretsError::File {
+            action,
+            path: p,
+            detail: e.to_string(),
+        }
+    };
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(io("remove", &fresh))?;
+    }
+    {
+        let src = sled::Config::new().path(path).open().map_err(Error::from)?;
+        let dst = sled::Config::new().path(&fresh).open().map_err(Error::from)?;
+        for name in src.tree_names() {
+            let from = src.open_tree(&name).map_err(Error::from)?;
+            let to = dst.open_tree(&name).map_err(Error::from)?;
+            let mut batch = sled::Batch::default();
+            for kv in from.iter() {
+                let (k, v) = kv.map_err(Error::from)?;
+                if name == "meta" && k == REWRITE_KEY {
+                    continue;
+                }
+                batch.insert(k, v);
+            }
+            to.apply_batch(batch).map_err(Error::from)?;
+        }
+        dst.flush().map_err(Error::from)?;
+    }
+    std::fs::rename(path, &old).map_err(io("move", path))?;
+    std::fs::rename(&fresh, path).map_err(io("move", &fresh))?;
+    std::fs::remove_dir_all(&old).map_err(io("remove", &old))?;
+    Ok(())
+}
+
+/// Finishes a [`rewrite_store`] that a crash interrupted: the fresh copy is complete once
+/// the old files were moved aside.
+pub fn recover_rewrite(path: &Path) -> Result<(), SecretsError> {
+    let fresh = path.with_extension("rewrite");
+    let old = path.with_extension("old");
+    let fail = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| SecretsError::File {
+            action: "recover",
+            path: p,
+            detail: e.to_string(),
+        }
+    };
+    if !path.exists() && old.exists() && fresh.exists() {
+        std::fs::rename(&fresh, path).map_err(fail(&fresh))?;
+    }
+    if path.exists() && old.exists() {
+        std::fs::remove_dir_all(&old).map_err(fail(&old))?;
+    }
+    Ok(())
 }
 
 /// Seals the key's secret with the current key, if it has one in clear.
