@@ -115,7 +115,9 @@ impl ControlPlane {
             // segments: copy the live records into fresh files before anything is served.
             drop(store);
             secrets::rewrite_store(&store_dir).map_err(|e| Error::Startup(e.to_string()))?;
-            tracing::info!("store rewritten into fresh files: superseded secrets are gone from disk");
+            tracing::info!(
+                "store rewritten into fresh files: superseded secrets are gone from disk"
+            );
             store = open_store()?;
             unlock(&store, &config.master_keys, dir)?;
         }

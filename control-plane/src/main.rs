@@ -101,6 +101,12 @@ async fn main() -> anyhow::Result<()> {
         println!("  admin token: {}", control.tokens().admin.expose());
         println!("  join token:  {}", control.tokens().join.expose());
     }
+    if let Some(path) = control.master_key_generated() {
+        println!(
+            "generated the master key that seals provider keys at rest: {} (mode 0600); keep a copy elsewhere",
+            path.display()
+        );
+    }
     let listeners = Listeners::bind(args.grpc_listen, args.http_listen)
         .await
         .with_context(|| {
@@ -114,14 +120,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// A master key from a file flag or from the key itself in `env`, not both.
-fn key_source(
-    file: Option<PathBuf>,
-    env: &str,
-    flag: &str,
-) -> anyhow::Result<Option<KeySource>> {
+fn key_source(file: Option<PathBuf>, env: &str, flag: &str) -> anyhow::Result<Option<KeySource>> {
     let value = std::env::var(env).ok().filter(|v| !v.trim().is_empty());
     match (file, value) {
-        (Some(_), Some(_)) => anyhow::bail!("give the key either with {flag} or with {env}, not both"),
+        (Some(_), Some(_)) => {
+            anyhow::bail!("give the key either with {flag} or with {env}, not both")
+        }
         (Some(path), None) => Ok(Some(KeySource::File(path))),
         (None, Some(value)) => Ok(Some(KeySource::Value(Secret::new(value)))),
         (None, None) => Ok(None),
@@ -133,7 +137,11 @@ fn gen_master_key(out: Option<&std::path::Path>) -> anyhow::Result<()> {
     match out {
         Some(path) => {
             secrets::write_key_file(path, &text)?;
-            println!("wrote master key id {} to {} (mode 0600)", key.id(), path.display());
+            println!(
+                "wrote master key id {} to {} (mode 0600)",
+                key.id(),
+                path.display()
+            );
         }
         None => println!("{}", text.expose()),
     }

@@ -26,7 +26,10 @@ pub async fn run(store: Store, mut stop: watch::Receiver<bool>) {
     let mut total = 0u64;
     loop {
         if *stop.borrow() {
-            tracing::info!(resealed = total, "master key rotation paused by shutdown; it goes on at the next start");
+            tracing::info!(
+                resealed = total,
+                "master key rotation paused by shutdown; it goes on at the next start"
+            );
             return;
         }
         let batch_store = store.clone();
@@ -50,8 +53,12 @@ pub async fn run(store: Store, mut stop: watch::Receiver<bool>) {
                         let marker = store.clone();
                         match tokio::task::spawn_blocking(move || marker.mark_rewrite()).await {
                             Ok(Ok(())) => {}
-                            Ok(Err(e)) => tracing::error!(error = %e, "cannot mark the store for a rewrite"),
-                            Err(e) => tracing::error!(error = %e, "cannot mark the store for a rewrite"),
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, "cannot mark the store for a rewrite")
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot mark the store for a rewrite")
+                            }
                         }
                         if let Err(e) = store.flush().await {
                             tracing::error!(error = %e, "cannot flush the store");

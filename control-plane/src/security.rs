@@ -83,7 +83,9 @@ impl SecurityService for Security {
                 .map_err(|e| Error::Internal(format!("store read task failed: {e}")))??;
         let keyring = self.store.keyring();
         Ok(Response::new(pb::GetSecurityStatusResponse {
-            master_key_id: keyring.map(|k| k.current().id().to_string()).unwrap_or_default(),
+            master_key_id: keyring
+                .map(|k| k.current().id().to_string())
+                .unwrap_or_default(),
             previous_master_key_id: keyring
                 .and_then(|k| k.previous())
                 .map(|k| k.id().to_string())

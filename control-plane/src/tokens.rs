@@ -122,7 +122,9 @@ impl Accepted {
     fn accepts(&self, given: &Hash, now_unix_ms: i64) -> bool {
         let current = given.ct_eq(&self.current);
         let previous = match self.previous {
-            Some((hash, until)) => given.ct_eq(&hash) & subtle::Choice::from(u8::from(now_unix_ms < until)),
+            Some((hash, until)) => {
+                given.ct_eq(&hash) & subtle::Choice::from(u8::from(now_unix_ms < until))
+            }
             None => subtle::Choice::from(0),
         };
         bool::from(current | previous)
@@ -171,14 +173,16 @@ impl TokenSet {
                 previous: None,
             },
             Some(bytes) => {
-                let accepted = Accepted::decode(&bytes).ok_or_else(|| {
-                    format!("the stored {} token state is damaged", kind.name())
-                })?;
+                let accepted = Accepted::decode(&bytes)
+                    .ok_or_else(|| format!("the stored {} token state is damaged", kind.name()))?;
                 let now = now_unix_ms();
                 if !accepted.accepts(&given, now) {
                     let from = match &file {
                         Some(path) => path.display().to_string(),
-                        None => format!("FULCRUM_{}TOKEN", if kind == Kind::Join { "JOIN_" } else { "" }),
+                        None => format!(
+                            "FULCRUM_{}TOKEN",
+                            if kind == Kind::Join { "JOIN_" } else { "" }
+                        ),
                     };
                     return Err(format!(
                         "the {} token from {from} is no longer valid: it was rotated; give the current {} token (printed by the rotation)",
@@ -388,8 +392,13 @@ mod tests {
             set.retire_previous(&store).await.unwrap_err(),
             Error::NotFound { .. }
         ));
-        let err = TokenSet::load(&store, Kind::Admin, &old, None).err().unwrap();
-        assert!(err.contains("admin token from FULCRUM_TOKEN is no longer valid"), "{err}");
+        let err = TokenSet::load(&store, Kind::Admin, &old, None)
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("admin token from FULCRUM_TOKEN is no longer valid"),
+            "{err}"
+        );
         let reloaded =
             TokenSet::load(&store, Kind::Admin, &Secret::new(new.clone()), None).unwrap();
         assert!(reloaded.accepts(&new) && !reloaded.accepts("fca_old"));

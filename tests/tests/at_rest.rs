@@ -14,7 +14,9 @@ use fulcrum_proto::model::{Secret, key_id};
 use fulcrum_proto::pb;
 use fulcrum_tests::gateway::{Gateway, PROVIDER};
 use fulcrum_tests::mock::http_request;
-use fulcrum_tests::{ControlPlaneHandle, DataPlaneHandle, MockUpstream, eventually, run_fulcrumctl};
+use fulcrum_tests::{
+    ControlPlaneHandle, DataPlaneHandle, MockUpstream, eventually, run_fulcrumctl,
+};
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
 const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -38,8 +40,7 @@ fn key_id_of(text: &str) -> String {
 }
 
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -73,10 +74,7 @@ fn grep(dir: &Path, needles: &[String]) -> Vec<(PathBuf, String)> {
     for file in files(dir) {
         let bytes = std::fs::read(&file).unwrap();
         for needle in needles {
-            if bytes
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-            {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                 hits.push((file.clone(), needle.clone()));
             }
         }
@@ -121,7 +119,11 @@ async fn chat(plane: &DataPlaneHandle, token: &str) -> u16 {
     .status
 }
 
-async fn add_provider_and_keys(control: &ControlPlaneHandle, upstream: &MockUpstream, keys: &[String]) {
+async fn add_provider_and_keys(
+    control: &ControlPlaneHandle,
+    upstream: &MockUpstream,
+    keys: &[String],
+) {
     let mut admin = control.admin().await;
     admin
         .create_provider(pb::CreateProviderRequest {
@@ -171,9 +173,9 @@ async fn provider_keys_never_reach_the_disk_in_clear() {
         .keys;
     assert_eq!(listed.len(), secrets.len());
     assert!(
-        listed
-            .iter()
-            .all(|k| k.secret.is_empty() && k.secret_sealed.is_empty() && k.secret_key_id.is_empty())
+        listed.iter().all(|k| k.secret.is_empty()
+            && k.secret_sealed.is_empty()
+            && k.secret_key_id.is_empty())
     );
 
     let Gateway {
@@ -199,10 +201,15 @@ async fn provider_keys_never_reach_the_disk_in_clear() {
         &[key_id(PROVIDER, &secrets[0]), admin_token.clone()],
     );
     assert!(
-        visible.iter().any(|(f, _)| f.starts_with(dir.path().join("store"))),
+        visible
+            .iter()
+            .any(|(f, _)| f.starts_with(dir.path().join("store"))),
         "{visible:?}"
     );
-    assert!(visible.iter().any(|(_, n)| *n == admin_token), "{visible:?}");
+    assert!(
+        visible.iter().any(|(_, n)| *n == admin_token),
+        "{visible:?}"
+    );
 
     // Restarted with the master key generated on the first start, a new data plane gets
     // every secret and serves with them.
@@ -240,8 +247,14 @@ async fn a_wrong_or_missing_master_key_refuses_to_start() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("the master key does not open this store"), "{err}");
-    assert!(err.contains(&key_id_of(KEY_A)) && err.contains(&key_id_of(KEY_B)), "{err}");
+    assert!(
+        err.contains("the master key does not open this store"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&key_id_of(KEY_A)) && err.contains(&key_id_of(KEY_B)),
+        "{err}"
+    );
     assert!(!err.contains(KEY_A) && !err.contains(KEY_B), "{err}");
 
     let err = ControlPlaneHandle::try_start_keyed(dir.path(), MasterKeys::default(), any)
@@ -352,7 +365,10 @@ async fn a_plaintext_store_is_sealed_on_first_start() {
     assert_eq!(found, secrets.len());
     control.stop().await;
     let hits = grep(dir.path(), &needles(&secrets));
-    assert!(hits.is_empty(), "secrets left on disk after migration: {hits:?}");
+    assert!(
+        hits.is_empty(),
+        "secrets left on disk after migration: {hits:?}"
+    );
 }
 
 #[tokio::test]
@@ -377,7 +393,8 @@ async fn master_key_rotation_keeps_serving() {
         .unwrap()
         .into_inner()
         .token;
-    let plane = Arc::new(DataPlaneHandle::start(&control.endpoint(), &control.join_token, "dp").await);
+    let plane =
+        Arc::new(DataPlaneHandle::start(&control.endpoint(), &control.join_token, "dp").await);
     plane.wait_for_revision(control.store().revision()).await;
     // The sealed forms under the old key, to look for on disk once the rotation is done.
     let mut old_ciphertexts = Vec::new();
@@ -392,8 +409,13 @@ async fn master_key_rotation_keeps_serving() {
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let traffic = {
-        let (plane, stop, ok, failed, token) =
-            (plane.clone(), stop.clone(), ok.clone(), failed.clone(), token.clone());
+        let (plane, stop, ok, failed, token) = (
+            plane.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            token.clone(),
+        );
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 match chat(&plane, &token).await {
@@ -410,10 +432,9 @@ async fn master_key_rotation_keeps_serving() {
 
     // Restart with the new key current and the old one previous.
     control.stop().await;
-    let control =
-        ControlPlaneHandle::try_start_keyed(dir.path(), keys(KEY_B, Some(KEY_A)), grpc)
-            .await
-            .unwrap();
+    let control = ControlPlaneHandle::try_start_keyed(dir.path(), keys(KEY_B, Some(KEY_A)), grpc)
+        .await
+        .unwrap();
     let mut security = control.security_with(&control.admin_token).await;
     let status = eventually("re-sealing done", Duration::from_secs(30), || {
         let mut security = security.clone();
@@ -446,13 +467,19 @@ async fn master_key_rotation_keeps_serving() {
         .revision;
     plane.wait_for_revision(revision).await;
     let before = ok.load(Ordering::Relaxed);
-    eventually("traffic after the rotation", Duration::from_secs(10), || async {
-        (ok.load(Ordering::Relaxed) > before + 20).then_some(())
-    })
+    eventually(
+        "traffic after the rotation",
+        Duration::from_secs(10),
+        || async { (ok.load(Ordering::Relaxed) > before + 20).then_some(()) },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     traffic.await.unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "every request was served");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "every request was served"
+    );
     let status = security
         .get_security_status(pb::GetSecurityStatusRequest {})
         .await
@@ -497,7 +524,10 @@ async fn master_key_rotation_keeps_serving() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("the master key does not open this store"), "{err}");
+    assert!(
+        err.contains("the master key does not open this store"),
+        "{err}"
+    );
     let control = ControlPlaneHandle::try_start_keyed(dir.path(), keys(KEY_B, None), grpc)
         .await
         .unwrap();

@@ -85,7 +85,10 @@ pub async fn rotate(
             kind.name()
         ));
     } else {
-        output::note(&format!("the previous {} token is no longer valid", kind.name()));
+        output::note(&format!(
+            "the previous {} token is no longer valid",
+            kind.name()
+        ));
     }
     if response.token_file_updated {
         output::note(&format!(
@@ -189,7 +192,10 @@ pub async fn run(
                 };
                 fields.push((
                     label,
-                    format!("rotated {}, {previous}", output::ago(t.rotated_unix_ms, now)),
+                    format!(
+                        "rotated {}, {previous}",
+                        output::ago(t.rotated_unix_ms, now)
+                    ),
                 ));
             }
             output::print(&output::fields(&fields))

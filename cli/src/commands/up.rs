@@ -66,9 +66,9 @@ fn key_source(
             "give the master key either with {flag} or with {env}, not both"
         )),
         (Some(path), None) => Ok(Some(KeySource::File(path.clone()))),
-        (None, Some(value)) => Ok(Some(KeySource::Value(
-            fulcrum_proto::model::Secret::new(value),
-        ))),
+        (None, Some(value)) => Ok(Some(KeySource::Value(fulcrum_proto::model::Secret::new(
+            value,
+        )))),
         (None, None) => Ok(None),
     }
 }

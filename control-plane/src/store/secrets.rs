@@ -118,7 +118,8 @@ impl MasterKey {
     /// padding optional).
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let bytes = if text.len() == 2 * MASTER_KEY_LEN && text.bytes().all(|b| b.is_ascii_hexdigit())
+        let bytes = if text.len() == 2 * MASTER_KEY_LEN
+            && text.bytes().all(|b| b.is_ascii_hexdigit())
         {
             decode_hex(text)
         } else {
@@ -175,7 +176,11 @@ impl MasterKey {
         out.extend_from_slice(&nonce);
         let mut body = plaintext.to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut body,
+            )
             .map_err(|_| Error::Internal("sealing a secret failed".into()))?;
         out.extend_from_slice(&body);
         Ok(out)
@@ -185,7 +190,10 @@ impl MasterKey {
         let (nonce, body) = sealed.split_at_checked(NONCE_LEN)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut body = body.to_vec();
-        let plain = self.key.open_in_place(nonce, Aad::from(aad), &mut body).ok()?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(aad), &mut body)
+            .ok()?;
         Some(plain.to_vec())
     }
 }
@@ -337,7 +345,10 @@ impl Store {
     /// record with the current key. Call once, before serving.
     pub fn unlock(&self, keyring: Keyring) -> Result<Unlocked, SecretsError> {
         let check_aad = [b"fulcrum-check:".as_slice(), self.store_id().as_bytes()].concat();
-        let check = self.tree(TreeId::Meta).get(CHECK_KEY).map_err(Error::from)?;
+        let check = self
+            .tree(TreeId::Meta)
+            .get(CHECK_KEY)
+            .map_err(Error::from)?;
         let check_current = match &check {
             None => false,
             Some(value) => {
@@ -543,7 +554,10 @@ pub fn rewrite_store(path: &Path) -> Result<(), SecretsError> {
     }
     {
         let src = sled::Config::new().path(path).open().map_err(Error::from)?;
-        let dst = sled::Config::new().path(&fresh).open().map_err(Error::from)?;
+        let dst = sled::Config::new()
+            .path(&fresh)
+            .open()
+            .map_err(Error::from)?;
         for name in src.tree_names() {
             let from = src.open_tree(&name).map_err(Error::from)?;
             let to = dst.open_tree(&name).map_err(Error::from)?;
@@ -588,7 +602,10 @@ pub fn recover_rewrite(path: &Path) -> Result<(), SecretsError> {
 }
 
 /// Seals the key's secret with the current key, if it has one in clear.
-pub(super) fn seal_key(keyring: &Keyring, mut key: pb::ProviderKey) -> Result<pb::ProviderKey, Error> {
+pub(super) fn seal_key(
+    keyring: &Keyring,
+    mut key: pb::ProviderKey,
+) -> Result<pb::ProviderKey, Error> {
     if key.secret.is_empty() {
         return Ok(key);
     }
@@ -649,8 +666,7 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 fn encode_base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -715,10 +731,21 @@ mod tests {
         assert_eq!(from_hex.id(), from_b64.id());
         let url_safe = b64.replace('+', "-").replace('/', "_").replace('=', "");
         assert_eq!(MasterKey::parse(&url_safe).unwrap().id(), from_hex.id());
-        assert!(MasterKey::parse("c2hvcnQ=").unwrap_err().contains("32 bytes"));
-        assert!(MasterKey::parse("not a key!").unwrap_err().contains("base64"));
+        assert!(
+            MasterKey::parse("c2hvcnQ=")
+                .unwrap_err()
+                .contains("32 bytes")
+        );
+        assert!(
+            MasterKey::parse("not a key!")
+                .unwrap_err()
+                .contains("base64")
+        );
         let (generated, text) = MasterKey::generate().unwrap();
-        assert_eq!(MasterKey::parse(text.expose()).unwrap().id(), generated.id());
+        assert_eq!(
+            MasterKey::parse(text.expose()).unwrap().id(),
+            generated.id()
+        );
         assert_eq!(generated.id().len(), 8);
     }
 
@@ -737,15 +764,30 @@ mod tests {
             ring.current.open(&aad, &sealed.secret_sealed).unwrap(),
             b"sk-topsecret"
         );
-        assert!(ring.current.open(&record_aad("bbbb"), &sealed.secret_sealed).is_none());
-        assert!(keyring(2, None).current.open(&aad, &sealed.secret_sealed).is_none());
-        let again = seal_key(&ring, pb::ProviderKey {
-            id: "aaaa".into(),
-            secret: "sk-topsecret".into(),
-            ..Default::default()
-        })
+        assert!(
+            ring.current
+                .open(&record_aad("bbbb"), &sealed.secret_sealed)
+                .is_none()
+        );
+        assert!(
+            keyring(2, None)
+                .current
+                .open(&aad, &sealed.secret_sealed)
+                .is_none()
+        );
+        let again = seal_key(
+            &ring,
+            pb::ProviderKey {
+                id: "aaaa".into(),
+                secret: "sk-topsecret".into(),
+                ..Default::default()
+            },
+        )
         .unwrap();
-        assert_ne!(again.secret_sealed, sealed.secret_sealed, "a fresh nonce per record");
+        assert_ne!(
+            again.secret_sealed, sealed.secret_sealed,
+            "a fresh nonce per record"
+        );
     }
 
     #[test]
@@ -761,7 +803,12 @@ mod tests {
             add_key(&store, "k2", "sk-plain-two");
             assert!(!raw_contains(&store, b"sk-plain-two"), "sealed on put");
             let revealed = store
-                .reveal(store.get::<pb::ProviderKey>(TreeId::Keys, "k2").unwrap().unwrap())
+                .reveal(
+                    store
+                        .get::<pb::ProviderKey>(TreeId::Keys, "k2")
+                        .unwrap()
+                        .unwrap(),
+                )
                 .unwrap();
             assert_eq!(revealed.secret, "sk-plain-two");
             assert!(revealed.secret_sealed.is_empty());
@@ -769,7 +816,10 @@ mod tests {
         }
         let store = Store::open(dir.path(), 100).unwrap();
         let err = store.unlock(keyring(2, None)).unwrap_err().to_string();
-        assert!(err.contains("the master key does not open this store"), "{err}");
+        assert!(
+            err.contains("the master key does not open this store"),
+            "{err}"
+        );
         assert!(err.contains(keyring(1, None).current.id()), "{err}");
         assert_eq!(
             store.sealed_with().unwrap().as_deref(),
@@ -804,7 +854,11 @@ mod tests {
         let (count, last) = store.reseal_batch(last.as_deref(), 2).unwrap();
         assert_eq!((count, last), (1, None));
         assert_eq!(store.seal_counts().unwrap(), (5, 0));
-        assert_eq!(store.revision(), revision, "re-sealing is not a config change");
+        assert_eq!(
+            store.revision(),
+            revision,
+            "re-sealing is not a config change"
+        );
         for i in 0..5 {
             let key: pb::ProviderKey = store.get(TreeId::Keys, &format!("k{i}")).unwrap().unwrap();
             assert_eq!(key.secret_key_id, keyring(2, None).current.id());
@@ -840,7 +894,10 @@ mod tests {
         }
         let store = Store::open(dir.path(), 100).unwrap();
         let err = store.unlock(keyring(2, None)).unwrap_err().to_string();
-        assert!(err.contains("1 provider keys are sealed with master key id"), "{err}");
+        assert!(
+            err.contains("1 provider keys are sealed with master key id"),
+            "{err}"
+        );
         assert!(err.contains("--previous-master-key-file"), "{err}");
     }
 }
