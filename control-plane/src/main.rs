@@ -5,9 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use fulcrum_control::store::secrets::{self, KeySource, MasterKey, MasterKeys};
+use fulcrum_control::store::secrets::{self, MasterKey, MasterKeys};
 use fulcrum_control::{Config, ControlPlane, Listeners};
-use fulcrum_proto::model::Secret;
 
 /// Fulcrum control plane: config, key inventory and key health in sled, served over gRPC.
 #[derive(Debug, Parser)]
@@ -66,23 +65,27 @@ async fn main() -> anyhow::Result<()> {
         return gen_master_key(out.as_deref());
     }
     init_tracing(args.log_format);
-    // Tokens are read from the environment here and nowhere else.
+    // Tokens and master keys are read from the environment here and nowhere else.
     let config = Config {
         data_dir: args.data_dir.clone(),
         admin_token: std::env::var("FULCRUM_TOKEN").ok(),
         join_token: std::env::var("FULCRUM_JOIN_TOKEN").ok(),
         changelog_capacity: args.changelog_capacity,
         master_keys: MasterKeys {
-            current: key_source(
+            current: secrets::key_source(
                 args.master_key_file.clone(),
-                "FULCRUM_MASTER_KEY",
+                std::env::var("FULCRUM_MASTER_KEY").ok(),
                 "--master-key-file",
-            )?,
-            previous: key_source(
+                "FULCRUM_MASTER_KEY",
+            )
+            .map_err(anyhow::Error::msg)?,
+            previous: secrets::key_source(
                 args.previous_master_key_file.clone(),
-                "FULCRUM_PREVIOUS_MASTER_KEY",
+                std::env::var("FULCRUM_PREVIOUS_MASTER_KEY").ok(),
                 "--previous-master-key-file",
-            )?,
+                "FULCRUM_PREVIOUS_MASTER_KEY",
+            )
+            .map_err(anyhow::Error::msg)?,
         },
     };
     let control = ControlPlane::open(config)?;
@@ -117,19 +120,6 @@ async fn main() -> anyhow::Result<()> {
         })?;
     control.serve(listeners, shutdown_signal()).await?;
     Ok(())
-}
-
-/// A master key from a file flag or from the key itself in `env`, not both.
-fn key_source(file: Option<PathBuf>, env: &str, flag: &str) -> anyhow::Result<Option<KeySource>> {
-    let value = std::env::var(env).ok().filter(|v| !v.trim().is_empty());
-    match (file, value) {
-        (Some(_), Some(_)) => {
-            anyhow::bail!("give the key either with {flag} or with {env}, not both")
-        }
-        (Some(path), None) => Ok(Some(KeySource::File(path))),
-        (None, Some(value)) => Ok(Some(KeySource::Value(Secret::new(value)))),
-        (None, None) => Ok(None),
-    }
 }
 
 fn gen_master_key(out: Option<&std::path::Path>) -> anyhow::Result<()> {

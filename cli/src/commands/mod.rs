@@ -107,29 +107,22 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Keys(cmd) => keys::run(cmd, &mut connect(global).await?, global.output).await,
         Command::Routes(cmd) => routes::run(cmd, &mut connect(global).await?, global.output).await,
-        Command::Tokens(cmd) if cmd.is_rotation() => {
-            let mut client =
-                client::connect_security(&global.endpoint, global.token.as_deref()).await?;
-            match cmd {
-                tokens::TokensCommand::RotateAdmin(args) => {
-                    security::rotate(security::TokenKind::Admin, args, &mut client, global.output)
-                        .await
-                }
-                tokens::TokensCommand::RotateJoin(args) => {
-                    security::rotate(security::TokenKind::Join, args, &mut client, global.output)
-                        .await
-                }
-                tokens::TokensCommand::RetirePrevious { kind } => {
-                    security::retire(*kind, &mut client, global.output).await
-                }
-                _ => unreachable!("is_rotation"),
-            }
+        // The control plane's own tokens are rotated over `SecurityService`.
+        Command::Tokens(tokens::TokensCommand::RotateAdmin(args)) => {
+            let mut client = connect_security(global).await?;
+            security::rotate(security::TokenKind::Admin, args, &mut client, global.output).await
+        }
+        Command::Tokens(tokens::TokensCommand::RotateJoin(args)) => {
+            let mut client = connect_security(global).await?;
+            security::rotate(security::TokenKind::Join, args, &mut client, global.output).await
+        }
+        Command::Tokens(tokens::TokensCommand::RetirePrevious { kind }) => {
+            let mut client = connect_security(global).await?;
+            security::retire(*kind, &mut client, global.output).await
         }
         Command::Tokens(cmd) => tokens::run(cmd, &mut connect(global).await?, global.output).await,
         Command::Security(cmd) => {
-            let mut client =
-                client::connect_security(&global.endpoint, global.token.as_deref()).await?;
-            security::run(cmd, &mut client, global.output).await
+            security::run(cmd, &mut connect_security(global).await?, global.output).await
         }
         Command::Settings(cmd) => {
             settings::run(cmd, &mut connect(global).await?, global.output).await
@@ -152,6 +145,10 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
 
 async fn connect(global: &GlobalArgs) -> anyhow::Result<AdminClient> {
     client::connect(&global.endpoint, global.token.as_deref()).await
+}
+
+async fn connect_security(global: &GlobalArgs) -> anyhow::Result<client::SecurityClient> {
+    client::connect_security(&global.endpoint, global.token.as_deref()).await
 }
 
 async fn connect_logs(global: &GlobalArgs, streaming: bool) -> anyhow::Result<LogClient> {

@@ -35,18 +35,6 @@ pub enum TokensCommand {
     },
 }
 
-impl TokensCommand {
-    /// Rotation goes to `SecurityService`; the rest to `AdminService`.
-    pub fn is_rotation(&self) -> bool {
-        matches!(
-            self,
-            TokensCommand::RotateAdmin(_)
-                | TokensCommand::RotateJoin(_)
-                | TokensCommand::RetirePrevious { .. }
-        )
-    }
-}
-
 pub async fn run(
     cmd: &TokensCommand,
     client: &mut AdminClient,
@@ -104,6 +92,7 @@ pub async fn run(
         TokensCommand::RotateAdmin(_)
         | TokensCommand::RotateJoin(_)
         | TokensCommand::RetirePrevious { .. } => {
+            // Dispatched to `SecurityService` in `commands::run`.
             anyhow::bail!("token rotation goes to the security service")
         }
         TokensCommand::Revoke { name } => {
@@ -136,5 +125,46 @@ mod tests {
         assert!(Cli::try_parse_from(["fulcrumctl", "tokens", "create", "team-a.prod"]).is_ok());
         assert!(Cli::try_parse_from(["fulcrumctl", "tokens", "create", "-bad"]).is_err());
         assert!(Cli::try_parse_from(["fulcrumctl", "tokens", "revoke", "a b"]).is_err());
+    }
+
+    #[test]
+    fn rotation_arguments_are_checked() {
+        use super::TokensCommand;
+        use crate::commands::Command;
+        let cli = Cli::try_parse_from(["fulcrumctl", "tokens", "rotate-join", "--grace", "2h"])
+            .expect("parses");
+        let Command::Tokens(TokensCommand::RotateJoin(args)) = cli.command else {
+            panic!("not rotate-join");
+        };
+        assert_eq!(args.grace.as_secs(), 7200);
+        assert!(!args.retire_old);
+        let cli = Cli::try_parse_from(["fulcrumctl", "tokens", "rotate-admin"]).expect("parses");
+        let Command::Tokens(TokensCommand::RotateAdmin(args)) = cli.command else {
+            panic!("not rotate-admin");
+        };
+        assert_eq!(args.grace.as_secs(), 86_400, "one day by default");
+        assert!(
+            Cli::try_parse_from(["fulcrumctl", "tokens", "rotate-admin", "--retire-old"]).is_ok()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "fulcrumctl",
+                "tokens",
+                "rotate-admin",
+                "--retire-old",
+                "--grace",
+                "1h"
+            ])
+            .is_err(),
+            "no grace time without an overlap"
+        );
+        assert!(
+            Cli::try_parse_from(["fulcrumctl", "tokens", "rotate-admin", "--grace", "soon"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["fulcrumctl", "tokens", "retire-previous", "client"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["fulcrumctl", "tokens", "retire-previous", "join"]).is_ok());
     }
 }

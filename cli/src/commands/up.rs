@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use fulcrum_control::store::secrets;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -52,27 +53,6 @@ pub struct UpArgs {
     previous_master_key_file: Option<PathBuf>,
 }
 
-/// A master key from a file flag or from the key itself in `env`, not both. The
-/// environment is read here, where the command starts.
-fn key_source(
-    file: Option<&PathBuf>,
-    env: &str,
-    flag: &str,
-) -> anyhow::Result<Option<fulcrum_control::store::secrets::KeySource>> {
-    use fulcrum_control::store::secrets::KeySource;
-    let value = std::env::var(env).ok().filter(|v| !v.trim().is_empty());
-    match (file, value) {
-        (Some(_), Some(_)) => Err(anyhow!(
-            "give the master key either with {flag} or with {env}, not both"
-        )),
-        (Some(path), None) => Ok(Some(KeySource::File(path.clone()))),
-        (None, Some(value)) => Ok(Some(KeySource::Value(fulcrum_proto::model::Secret::new(
-            value,
-        )))),
-        (None, None) => Ok(None),
-    }
-}
-
 pub async fn run(args: &UpArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     // 1. Bind everything first: nothing runs if a port is taken.
     let grpc = bind(args.grpc_listen, "control plane gRPC", "--grpc-listen").await?;
@@ -95,16 +75,20 @@ pub async fn run(args: &UpArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         join_token: args.join_token.clone().filter(|t| !t.is_empty()),
         changelog_capacity: 10_000,
         master_keys: fulcrum_control::store::secrets::MasterKeys {
-            current: key_source(
-                args.master_key_file.as_ref(),
-                "FULCRUM_MASTER_KEY",
+            current: secrets::key_source(
+                args.master_key_file.clone(),
+                std::env::var("FULCRUM_MASTER_KEY").ok(),
                 "--master-key-file",
-            )?,
-            previous: key_source(
-                args.previous_master_key_file.as_ref(),
-                "FULCRUM_PREVIOUS_MASTER_KEY",
+                "FULCRUM_MASTER_KEY",
+            )
+            .map_err(|e| anyhow!(e))?,
+            previous: secrets::key_source(
+                args.previous_master_key_file.clone(),
+                std::env::var("FULCRUM_PREVIOUS_MASTER_KEY").ok(),
                 "--previous-master-key-file",
-            )?,
+                "FULCRUM_PREVIOUS_MASTER_KEY",
+            )
+            .map_err(|e| anyhow!(e))?,
         },
     };
     let control = fulcrum_control::ControlPlane::open(config).map_err(|err| {

@@ -303,6 +303,24 @@ fn read_key(source: &KeySource, which: &str) -> Result<MasterKey, SecretsError> 
     }
 }
 
+/// The current or previous master key from its file flag or from the key itself in an
+/// environment variable (read by the caller), not both.
+pub fn key_source(
+    file: Option<PathBuf>,
+    value: Option<String>,
+    flag: &str,
+    env: &str,
+) -> Result<Option<KeySource>, String> {
+    match (file, value.filter(|v| !v.trim().is_empty())) {
+        (Some(_), Some(_)) => Err(format!(
+            "give the master key either with {flag} or with {env}, not both"
+        )),
+        (Some(path), None) => Ok(Some(KeySource::File(path))),
+        (None, Some(value)) => Ok(Some(KeySource::Value(Secret::new(value)))),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Writes a key file readable by its owner only. Never overwrites.
 pub fn write_key_file(path: &Path, text: &Secret<String>) -> Result<(), SecretsError> {
     use std::io::Write;
@@ -561,13 +579,21 @@ pub fn rewrite_store(path: &Path) -> Result<(), SecretsError> {
         for name in src.tree_names() {
             let from = src.open_tree(&name).map_err(Error::from)?;
             let to = dst.open_tree(&name).map_err(Error::from)?;
+            // Bounded batches: the log trees can be far larger than memory.
             let mut batch = sled::Batch::default();
+            let mut in_batch = 0;
             for kv in from.iter() {
                 let (k, v) = kv.map_err(Error::from)?;
                 if name == "meta" && k == REWRITE_KEY {
                     continue;
                 }
                 batch.insert(k, v);
+                in_batch += 1;
+                if in_batch == 10_000 {
+                    to.apply_batch(std::mem::take(&mut batch))
+                        .map_err(Error::from)?;
+                    in_batch = 0;
+                }
             }
             to.apply_batch(batch).map_err(Error::from)?;
         }
