@@ -190,13 +190,12 @@ pub async fn run(
                     "join" => "join token",
                     _ => "token",
                 };
-                fields.push((
-                    label,
-                    format!(
-                        "rotated {}, {previous}",
-                        output::ago(t.rotated_unix_ms, now)
-                    ),
-                ));
+                let rotated = if t.rotated_unix_ms > 0 {
+                    format!("rotated {}", output::ago(t.rotated_unix_ms, now))
+                } else {
+                    "never rotated".to_string()
+                };
+                fields.push((label, format!("{rotated}, {previous}")));
             }
             output::print(&output::fields(&fields))
         }
