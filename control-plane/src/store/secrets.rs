@@ -903,6 +903,50 @@ mod tests {
         ));
     }
 
+    /// What sealing adds to a 100,000-key import, and opening to a snapshot of them.
+    #[test]
+    #[ignore = "timing; run with --release -- --ignored --nocapture"]
+    fn cost_of_100k_seals_and_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 100).unwrap();
+        store.unlock(keyring(1, None)).unwrap();
+        let ring = store.keyring().unwrap();
+        let records: Vec<Vec<u8>> = (0..100_000)
+            .map(|i| {
+                pb::ProviderKey {
+                    id: format!("{i:016x}"),
+                    provider: "bench".into(),
+                    secret: format!("AIzaSy{i:033}"),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let sealed: Vec<Vec<u8>> = records
+            .into_iter()
+            .map(|r| seal_record(Some(ring), r).unwrap())
+            .collect();
+        let seal = started.elapsed();
+        let started = std::time::Instant::now();
+        let opened: Vec<pb::ProviderKey> = sealed
+            .iter()
+            .map(|r| {
+                store
+                    .reveal(super::super::decode(TreeId::Keys, r).unwrap())
+                    .unwrap()
+            })
+            .collect();
+        let open = started.elapsed();
+        eprintln!("100k records: seal {seal:?}, decode + open {open:?}");
+        assert!(
+            opened
+                .iter()
+                .enumerate()
+                .all(|(i, k)| k.secret == format!("AIzaSy{i:033}"))
+        );
+    }
+
     #[test]
     fn records_under_a_key_not_given_are_refused() {
         let dir = tempfile::tempdir().unwrap();
