@@ -48,21 +48,6 @@ pub async fn run(store: Store, mut stop: watch::Receiver<bool>) {
                 }
                 if next.is_none() {
                     if total > 0 {
-                        // The old ciphertext may linger in sled's log segments until
-                        // the store is rewritten, at the next start.
-                        let marker = store.clone();
-                        match tokio::task::spawn_blocking(move || marker.mark_rewrite()).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => {
-                                tracing::error!(error = %e, "cannot mark the store for a rewrite")
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "cannot mark the store for a rewrite")
-                            }
-                        }
-                        if let Err(e) = store.flush().await {
-                            tracing::error!(error = %e, "cannot flush the store");
-                        }
                         tracing::info!(
                             resealed = total,
                             key_id = %current,

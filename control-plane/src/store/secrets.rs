@@ -439,17 +439,6 @@ impl Store {
         })
     }
 
-    /// Asks for the store to be rewritten into fresh files at the next start: sled keeps
-    /// superseded values in its log segments until it happens to reclaim them, so after a
-    /// rotation ciphertext under the old key can linger there.
-    pub fn mark_rewrite(&self) -> Result<(), Error> {
-        self.commit_blocking(
-            |_| Ok(()),
-            |tx, ()| tx.put_unlogged(TreeId::Meta, "rewrite_pending", vec![1]),
-        )?;
-        Ok(())
-    }
-
     /// The key with its secret in full (for the config stream): opens `secret_sealed`.
     pub fn reveal(&self, mut key: pb::ProviderKey) -> Result<pb::ProviderKey, Error> {
         if key.secret_sealed.is_empty() {
@@ -490,7 +479,11 @@ impl Store {
     /// Re-seals up to `limit` records not sealed with the current key, after key id
     /// `after`, in one transaction. Returns how many it re-sealed and the last id it
     /// looked at (`None` when it reached the end). The change log is not touched: the
-    /// keys are the same, only their form on disk changes.
+    /// keys are the same, only their form on disk changes. A batch that re-seals anything
+    /// also asks, in the same transaction, for the store to be rewritten into fresh files
+    /// at the first start after the rotation is done: sled keeps superseded values in its
+    /// log segments until it happens to reclaim them, so ciphertext under the old key can
+    /// linger there.
     pub fn reseal_batch(
         &self,
         after: Option<&str>,
@@ -536,6 +529,9 @@ impl Store {
                 let sealed = seal_key(keyring, opened).or_else(super::abort)?;
                 tx.put_unlogged(TreeId::Keys, id, sealed.encode_to_vec())?;
                 count += 1;
+            }
+            if count > 0 {
+                tx.put_unlogged(TreeId::Meta, "rewrite_pending", vec![1])?;
             }
             Ok(count)
         };
@@ -868,6 +864,7 @@ mod tests {
         let revision = store.revision();
         let unlocked = store.unlock(keyring(2, Some(1))).unwrap();
         assert_eq!(unlocked.pending_reseal, 5);
+        assert!(!unlocked.rewrite, "not before the rotation is done");
         assert_eq!(store.seal_counts().unwrap(), (5, 5));
         // Both keys open records during the rotation.
         let k0: pb::ProviderKey = store.get(TreeId::Keys, "k0").unwrap().unwrap();
@@ -894,7 +891,11 @@ mod tests {
         drop(store);
         // Done: the old key is no longer needed, and no longer opens the store.
         let store = Store::open(dir.path(), 100).unwrap();
-        store.unlock(keyring(2, None)).unwrap();
+        let unlocked = store.unlock(keyring(2, None)).unwrap();
+        assert!(
+            unlocked.rewrite,
+            "the old ciphertext is to be dropped from sled's files"
+        );
         drop(store);
         let store = Store::open(dir.path(), 100).unwrap();
         assert!(matches!(
