@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "fulcrum/v1/admin.proto",
         "fulcrum/v1/telemetry.proto",
         "fulcrum/v1/logs.proto",
+        "fulcrum/v1/security.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

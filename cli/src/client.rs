@@ -7,6 +7,7 @@ use anyhow::{Context, anyhow, bail};
 use fulcrum_listen::ClientTlsFiles;
 use fulcrum_proto::pb::admin_service_client::AdminServiceClient;
 use fulcrum_proto::pb::log_service_client::LogServiceClient;
+use fulcrum_proto::pb::security_service_client::SecurityServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -26,6 +27,7 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 pub type LogClient = LogServiceClient<InterceptedService<Channel, Bearer>>;
+pub type SecurityClient = SecurityServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds `authorization: Bearer <admin token>` to every request, and the default deadline to
 /// requests without one (unless made for streams that last until the user stops them).
@@ -103,6 +105,16 @@ pub async fn connect_logs(
     }
     Ok(LogServiceClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Like [`connect`], for `SecurityService`.
+pub async fn connect_security(
+    endpoint: &str,
+    token: Option<&str>,
+    tls: &ClientTlsFiles,
+) -> anyhow::Result<SecurityClient> {
+    let (channel, bearer) = open(endpoint, token, tls).await?;
+    Ok(SecurityServiceClient::with_interceptor(channel, bearer))
 }
 
 async fn open(

@@ -80,6 +80,8 @@ fn redact_key(mut key: pb::ProviderKey) -> pb::ProviderKey {
     if !key.proxy.is_empty() {
         key.proxy = mask_proxy(&key.proxy);
     }
+    key.secret_sealed.clear();
+    key.secret_key_id.clear();
     key
 }
 
@@ -588,6 +590,8 @@ impl AdminService for Admin {
                             added_unix_ms: tx.now_unix_ms(),
                             state_changed_unix_ms: tx.now_unix_ms(),
                             proxy: proxy.clone(),
+                            // `Tx::put` seals the secret into these.
+                            ..Default::default()
                         };
                         tx.put(TreeId::Keys, id, &key)?;
                         pb::AddKeyOutcome::Added
@@ -685,7 +689,10 @@ impl AdminService for Admin {
             tracing::warn!(provider = ?shown_provider, keys = keys.len(), "provider keys exported in full");
         }
         let keys = if req.reveal {
-            keys
+            // Secrets are sealed at rest: opened here, for this answer only.
+            keys.into_iter()
+                .map(|key| self.store.reveal(key))
+                .collect::<Result<Vec<_>, _>>()?
         } else {
             keys.into_iter().map(redact_key).collect()
         };

@@ -5,13 +5,14 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use fulcrum_proto::model::Secret;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
 
 use crate::Error;
 use crate::store::random_hex;
+use crate::tokens::TokenSet;
 
 /// Takes `from_env` if given; else reads `file` in `dir`; else generates a token, writes it
 /// there with mode 0600 and reports it as generated.
@@ -55,22 +56,21 @@ pub fn load_or_create(
     Ok((Secret::new(token), true))
 }
 
-/// Checks `authorization: Bearer <token>` on every call of a service.
+/// Checks `authorization: Bearer <token>` on every call of a service, against the
+/// tokens valid now (the current one, and a previous one during a rotation).
 #[derive(Clone)]
 pub struct BearerAuth {
-    /// SHA-256 of the expected token: comparing fixed-length digests in constant time
-    /// leaks neither the token nor its length.
-    expected: [u8; 32],
+    /// Compares SHA-256 digests in constant time, which leaks neither the token nor its
+    /// length.
+    valid: Arc<TokenSet>,
     /// What the token is called in error messages ("admin", "join").
     what: &'static str,
 }
 
 impl BearerAuth {
-    pub fn new(token: &Secret<String>, what: &'static str) -> Self {
-        Self {
-            expected: Sha256::digest(token.expose().as_bytes()).into(),
-            what,
-        }
+    pub fn new(valid: Arc<TokenSet>) -> Self {
+        let what = valid.kind().name();
+        Self { valid, what }
     }
 
     fn check(&self, header: Option<&str>) -> Result<(), Status> {
@@ -85,8 +85,7 @@ impl BearerAuth {
             .or_else(|| header.strip_prefix("bearer "))
             .unwrap_or_default()
             .trim();
-        let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if bool::from(given.ct_eq(&self.expected)) && !token.is_empty() {
+        if self.valid.accepts(token) && !token.is_empty() {
             return Ok(());
         }
         Err(Status::unauthenticated(format!(
@@ -113,7 +112,11 @@ mod tests {
 
     #[test]
     fn bearer_check() {
-        let auth = BearerAuth::new(&Secret::new("good-token".to_string()), "admin");
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), 10).unwrap();
+        let token = Secret::new("good-token".to_string());
+        let set = TokenSet::load(&store, crate::tokens::Kind::Admin, &token, None).unwrap();
+        let auth = BearerAuth::new(set);
         assert!(auth.check(Some("Bearer good-token")).is_ok());
         let missing = auth.check(None).unwrap_err();
         assert_eq!(missing.code(), tonic::Code::Unauthenticated);

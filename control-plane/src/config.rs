@@ -14,6 +14,9 @@ pub struct Config {
     pub join_token: Option<String>,
     /// How many revisions the change log keeps; older nodes get a snapshot.
     pub changelog_capacity: u64,
+    /// The master key that seals provider keys at rest, and the previous one during a
+    /// rotation (see `store::secrets`).
+    pub master_keys: crate::store::secrets::MasterKeys,
 }
 
 /// Listeners already bound, so that callers (tests, `fulcrumctl up`) can bind port 0.

@@ -10,13 +10,17 @@ pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod logs;
+pub mod rotation;
+pub mod security;
 pub mod sessions;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod web;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +29,7 @@ use fulcrum_proto::pb;
 use fulcrum_proto::pb::admin_service_server::AdminServiceServer;
 use fulcrum_proto::pb::discovery_service_server::DiscoveryServiceServer;
 use fulcrum_proto::pb::log_service_server::LogServiceServer;
+use fulcrum_proto::pb::security_service_server::SecurityServiceServer;
 use fulcrum_proto::pb::telemetry_service_server::TelemetryServiceServer;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -43,8 +48,11 @@ use crate::discovery::{Discovery, NodeRegistry};
 use crate::health::KeyHealth;
 use crate::logs::LogStore;
 use crate::logs::service::Logs;
+use crate::security::Security;
 use crate::store::Store;
+use crate::store::secrets;
 use crate::telemetry::Telemetry;
+use crate::tokens::TokenSet;
 
 /// Largest gRPC message accepted or sent: a bulk import or a snapshot of 100,000 keys is
 /// several MiB, over tonic's 4 MiB default.
@@ -76,11 +84,14 @@ pub struct Tokens {
     pub generated: bool,
 }
 
-/// An opened control plane: store open and tokens loaded, not yet serving.
+/// An opened control plane: store open and unlocked, tokens loaded, not yet serving.
 pub struct ControlPlane {
     store: Store,
     logs: LogStore,
     tokens: Tokens,
+    valid_admin: Arc<TokenSet>,
+    valid_join: Arc<TokenSet>,
+    master_key_generated: Option<PathBuf>,
     tls: Option<Tls>,
     grpc_limits: GrpcLimits,
     http_limits: HttpLimits,
@@ -101,18 +112,57 @@ impl ControlPlane {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::Startup(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
-        let store = Store::open(&dir.join("store"), config.changelog_capacity).map_err(|e| {
-            Error::Startup(format!(
-                "cannot open the store in {}: {e} (is another control plane using it?)",
-                dir.display()
-            ))
-        })?;
+        let store_dir = dir.join("store");
+        secrets::recover_rewrite(&store_dir).map_err(|e| Error::Startup(e.to_string()))?;
+        let open_store = || {
+            Store::open(&store_dir, config.changelog_capacity).map_err(|e| {
+                Error::Startup(format!(
+                    "cannot open the store in {}: {e} (is another control plane using it?)",
+                    dir.display()
+                ))
+            })
+        };
+        let mut store = open_store()?;
+        let (master_key_generated, rewrite) = unlock(&store, &config.master_keys, dir)?;
+        if rewrite {
+            // Sealing left plaintext (or ciphertext under a retired key) in sled's old log
+            // segments: copy the live records into fresh files before anything is served.
+            drop(store);
+            secrets::rewrite_store(&store_dir).map_err(|e| Error::Startup(e.to_string()))?;
+            tracing::info!(
+                "store rewritten into fresh files: superseded secrets are gone from disk"
+            );
+            store = open_store()?;
+            unlock(&store, &config.master_keys, dir)?;
+        }
         let logs = LogStore::open(&store)
             .map_err(|e| Error::Startup(format!("cannot open the log trees: {e}")))?;
         let (admin, admin_generated) =
             auth::load_or_create(dir, "admin.token", "fca_", config.admin_token.as_deref())?;
         let (join, join_generated) =
             auth::load_or_create(dir, "join.token", "fcj_", config.join_token.as_deref())?;
+        // A token that came from its file in the data dir is written back there on rotation.
+        let token_file = |from_env: &Option<String>, name: &str| {
+            from_env
+                .as_deref()
+                .map(str::trim)
+                .is_none_or(str::is_empty)
+                .then(|| dir.join(name))
+        };
+        let valid_admin = TokenSet::load(
+            &store,
+            tokens::Kind::Admin,
+            &admin,
+            token_file(&config.admin_token, "admin.token"),
+        )
+        .map_err(Error::Startup)?;
+        let valid_join = TokenSet::load(
+            &store,
+            tokens::Kind::Join,
+            &join,
+            token_file(&config.join_token, "join.token"),
+        )
+        .map_err(Error::Startup)?;
         Ok(Self {
             store,
             logs,
@@ -121,6 +171,9 @@ impl ControlPlane {
                 join,
                 generated: admin_generated || join_generated,
             },
+            valid_admin,
+            valid_join,
+            master_key_generated,
             tls: None,
             grpc_limits: GrpcLimits::default(),
             http_limits: HttpLimits::default(),
@@ -156,6 +209,11 @@ impl ControlPlane {
         self
     }
 
+    /// The master key file this start generated in the data dir, if it did.
+    pub fn master_key_generated(&self) -> Option<&Path> {
+        self.master_key_generated.as_deref()
+    }
+
     pub fn tokens(&self) -> &Tokens {
         &self.tokens
     }
@@ -181,10 +239,13 @@ impl ControlPlane {
         let Self {
             store,
             logs,
-            tokens,
+            tokens: _,
             tls,
             grpc_limits,
             http_limits,
+            valid_admin,
+            valid_join,
+            master_key_generated: _,
         } = self;
         let max_message = grpc_limits.max_message_bytes;
         let nodes = NodeRegistry::default();
@@ -198,7 +259,15 @@ impl ControlPlane {
         let discovery_name = <DiscoveryServiceServer<Discovery> as NamedService>::NAME;
         let telemetry_name = <TelemetryServiceServer<Telemetry> as NamedService>::NAME;
         let logs_name = <LogServiceServer<Logs> as NamedService>::NAME;
-        let services = [admin_name, discovery_name, telemetry_name, logs_name, ""];
+        let security_name = <SecurityServiceServer<Security> as NamedService>::NAME;
+        let services = [
+            admin_name,
+            discovery_name,
+            telemetry_name,
+            logs_name,
+            security_name,
+            "",
+        ];
         for name in services {
             health
                 .set_service_status(name, tonic_health::ServingStatus::Serving)
@@ -243,6 +312,12 @@ impl ControlPlane {
             .max_encoding_message_size(max_message);
         let mut cooldowns = tokio::spawn(key_health.run_cooldown_timer(stop_rx.clone()));
         let mut retention = tokio::spawn(logs::retention::run(logs.clone(), stop_rx.clone()));
+        let mut reseal = tokio::spawn(rotation::run(store.clone(), stop_rx.clone()));
+        let security = SecurityServiceServer::new(Security::new(
+            store.clone(),
+            valid_admin.clone(),
+            valid_join.clone(),
+        ));
 
         let tls_on = tls.is_some();
         let mtls_on = tls
@@ -263,19 +338,23 @@ impl ControlPlane {
             .add_service(reflection_v1alpha)
             .add_service(InterceptedService::new(
                 admin,
-                BearerAuth::new(&tokens.admin, "admin"),
+                BearerAuth::new(valid_admin.clone()),
             ))
             .add_service(InterceptedService::new(
                 discovery,
-                BearerAuth::new(&tokens.join, "join"),
+                BearerAuth::new(valid_join.clone()),
             ))
             .add_service(InterceptedService::new(
                 telemetry,
-                BearerAuth::new(&tokens.join, "join"),
+                BearerAuth::new(valid_join.clone()),
             ))
             .add_service(InterceptedService::new(
                 log_service,
-                BearerAuth::new(&tokens.admin, "admin"),
+                BearerAuth::new(valid_admin.clone()),
+            ))
+            .add_service(InterceptedService::new(
+                security,
+                BearerAuth::new(valid_admin),
             ));
         let grpc: std::pin::Pin<
             Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
@@ -353,6 +432,7 @@ impl ControlPlane {
                 let _ = grpc.await;
                 let _ = http.await;
             }
+            let _ = (&mut reseal).await;
         })
         .await;
         // The servers are gone, and with them the services' own handles: what is left are
@@ -373,6 +453,7 @@ impl ControlPlane {
                 grpc.abort();
                 http.abort();
             }
+            reseal.abort();
         }
         store
             .flush()
@@ -384,6 +465,49 @@ impl ControlPlane {
         );
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// Loads the master keys and unlocks the store with them (see `store::secrets`). Returns
+/// the path of a master key file generated now, and whether the store wants a rewrite.
+fn unlock(
+    store: &Store,
+    keys: &secrets::MasterKeys,
+    dir: &Path,
+) -> Result<(Option<PathBuf>, bool), Error> {
+    let (keyring, generated) =
+        secrets::load_keyring(keys, dir, store).map_err(|e| Error::Startup(e.to_string()))?;
+    if let Some(path) = &generated {
+        tracing::warn!(
+            path = %path.display(),
+            "no master key configured: generated one next to the store (mode 0600); provider keys are sealed with it, and the store cannot be read without it; keep a copy elsewhere, and prefer --master-key-file or FULCRUM_MASTER_KEY from outside the data dir"
+        );
+    }
+    let key_id = keyring.current().id().to_string();
+    let previous = keyring.previous().map(|k| k.id().to_string());
+    let unlocked = store
+        .unlock(keyring)
+        .map_err(|e| Error::Startup(e.to_string()))?;
+    if unlocked.migrated > 0 {
+        tracing::info!(
+            migrated = unlocked.migrated,
+            "sealed provider keys that were stored in clear"
+        );
+    }
+    match (previous, unlocked.pending_reseal) {
+        (Some(previous), 0) => tracing::info!(
+            key_id = %key_id,
+            previous = %previous,
+            "no record is sealed with the previous master key; it is no longer needed"
+        ),
+        (Some(previous), pending) => tracing::info!(
+            key_id = %key_id,
+            previous = %previous,
+            pending,
+            "master key rotation: re-sealing records with the new key while serving"
+        ),
+        (None, _) => tracing::info!(key_id = %key_id, "store unlocked with the master key"),
+    }
+    Ok((generated, unlocked.rewrite))
 }
 
 fn describe<E: std::fmt::Display, J: std::fmt::Display>(

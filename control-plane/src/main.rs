@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use fulcrum_control::store::secrets::{self, MasterKey, MasterKeys};
 use fulcrum_control::{Config, ControlPlane, GrpcLimits, Listeners};
 use fulcrum_listen::{HttpLimits, ServerTlsFiles};
 
@@ -62,6 +63,26 @@ struct Args {
     /// Check the flags and open the store, then exit without serving.
     #[arg(long)]
     check_config: bool,
+    /// File with the master key that seals provider keys at rest (32 bytes, base64 or
+    /// hex). The key itself may come from FULCRUM_MASTER_KEY instead. Default:
+    /// DATA_DIR/master.key, generated on a new store.
+    #[arg(long, env = "FULCRUM_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// File with the previous master key, during a rotation (or FULCRUM_PREVIOUS_MASTER_KEY).
+    #[arg(long, env = "FULCRUM_PREVIOUS_MASTER_KEY_FILE")]
+    previous_master_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print a new random master key (base64), or write it to a new file with mode 0600.
+    GenMasterKey {
+        /// Write the key to this file (never overwritten) and print only its id.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -73,13 +94,32 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::GenMasterKey { out }) = &args.command {
+        return gen_master_key(out.as_deref());
+    }
     init_tracing(args.log_format);
-    // Tokens are read from the environment here and nowhere else.
+    // Tokens and master keys are read from the environment here and nowhere else.
     let config = Config {
         data_dir: args.data_dir.clone(),
         admin_token: std::env::var("FULCRUM_TOKEN").ok(),
         join_token: std::env::var("FULCRUM_JOIN_TOKEN").ok(),
         changelog_capacity: args.changelog_capacity,
+        master_keys: MasterKeys {
+            current: secrets::key_source(
+                args.master_key_file.clone(),
+                std::env::var("FULCRUM_MASTER_KEY").ok(),
+                "--master-key-file",
+                "FULCRUM_MASTER_KEY",
+            )
+            .map_err(anyhow::Error::msg)?,
+            previous: secrets::key_source(
+                args.previous_master_key_file.clone(),
+                std::env::var("FULCRUM_PREVIOUS_MASTER_KEY").ok(),
+                "--previous-master-key-file",
+                "FULCRUM_PREVIOUS_MASTER_KEY",
+            )
+            .map_err(anyhow::Error::msg)?,
+        },
     };
     let header_read_timeout = Duration::from_millis(args.header_read_timeout_ms);
     let grpc_limits = GrpcLimits {
@@ -117,6 +157,12 @@ async fn main() -> anyhow::Result<()> {
         println!("  admin token: {}", control.tokens().admin.expose());
         println!("  join token:  {}", control.tokens().join.expose());
     }
+    if let Some(path) = control.master_key_generated() {
+        println!(
+            "generated the master key that seals provider keys at rest: {} (mode 0600); keep a copy elsewhere",
+            path.display()
+        );
+    }
     let listeners = Listeners::bind(args.grpc_listen, args.http_listen)
         .await
         .with_context(|| {
@@ -126,6 +172,22 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
     control.serve(listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn gen_master_key(out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (key, text) = MasterKey::generate().map_err(anyhow::Error::msg)?;
+    match out {
+        Some(path) => {
+            secrets::write_key_file(path, &text)?;
+            println!(
+                "wrote master key id {} to {} (mode 0600)",
+                key.id(),
+                path.display()
+            );
+        }
+        None => println!("{}", text.expose()),
+    }
     Ok(())
 }
 

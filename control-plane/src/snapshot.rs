@@ -66,7 +66,14 @@ pub fn update_since(store: &Store, applied: Option<(u64, &str)>) -> Result<Confi
             Ok(pb::ResourceKind::Provider) => {
                 push(&mut upserted.providers, store.get(TreeId::Providers, name)?)
             }
-            Ok(pb::ResourceKind::Key) => push(&mut upserted.keys, store.get(TreeId::Keys, name)?),
+            // Data planes need the secret in full; the store holds it sealed.
+            Ok(pb::ResourceKind::Key) => push(
+                &mut upserted.keys,
+                store
+                    .get(TreeId::Keys, name)?
+                    .map(|k| store.reveal(k))
+                    .transpose()?,
+            ),
             Ok(pb::ResourceKind::Route) => {
                 push(&mut upserted.routes, store.get(TreeId::Routes, name)?)
             }
@@ -116,7 +123,11 @@ fn snapshot(store: &Store, revision: u64) -> Result<ConfigUpdate, Error> {
         .collect();
     let resources = pb::Resources {
         providers: store.list(TreeId::Providers)?,
-        keys: store.list(TreeId::Keys)?,
+        keys: store
+            .list(TreeId::Keys)?
+            .into_iter()
+            .map(|k| store.reveal(k))
+            .collect::<Result<_, _>>()?,
         routes: store.list(TreeId::Routes)?,
         client_tokens: store.list(TreeId::ClientTokens)?,
         settings,

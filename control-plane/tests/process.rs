@@ -157,3 +157,85 @@ fn check_config_opens_the_store_and_exits() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("config ok: store at revision 0"));
 }
+
+fn control(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fulcrum-control"))
+        .args(["--data-dir", dir.to_str().expect("utf-8")])
+        .args(args)
+        .env_remove("FULCRUM_MASTER_KEY")
+        .env_remove("FULCRUM_MASTER_KEY_FILE")
+        .envs(env.iter().copied())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run fulcrum-control")
+}
+
+#[test]
+fn a_wrong_master_key_stops_the_start_with_a_clear_message() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_file = dir.path().join("k1");
+    let out = control(
+        dir.path(),
+        &["gen-master-key", "--out", key_file.to_str().expect("utf-8")],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let id = printed
+        .split_whitespace()
+        .nth(4)
+        .expect("wrote master key id ID ...")
+        .to_string();
+    assert_eq!(id.len(), 8, "{printed}");
+    let mode = std::fs::metadata(&key_file)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = control(dir.path(), &["gen-master-key"], &[]);
+    let other = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(other.len(), 44, "base64 of 32 bytes: {other}");
+
+    let data = dir.path().join("data");
+    let key_arg = key_file.to_str().expect("utf-8");
+    let out = control(
+        &data,
+        &["--master-key-file", key_arg, "--check-config"],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !data.join("master.key").exists(),
+        "a configured key generates none"
+    );
+
+    let out = control(
+        &data,
+        &["--check-config"],
+        &[("FULCRUM_MASTER_KEY", &other)],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the master key does not open this store")
+            && stderr.contains(&format!("store sealed with key id {id}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&other), "the key never prints: {stderr}");
+    let out = control(&data, &["--check-config"], &[]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no master key is configured"),
+        "{out:?}"
+    );
+    let out = control(
+        &data,
+        &["--master-key-file", key_arg, "--check-config"],
+        &[("FULCRUM_MASTER_KEY", &other)],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not both"),
+        "{out:?}"
+    );
+}

@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use fulcrum_control::store::secrets::MasterKeys;
 use fulcrum_control::{Config, ControlPlane, Listeners, store::Store};
 use fulcrum_proto::pb;
 use fulcrum_proto::pb::admin_service_client::AdminServiceClient;
 use fulcrum_proto::pb::log_service_client::LogServiceClient;
+use fulcrum_proto::pb::security_service_client::SecurityServiceClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
@@ -16,6 +18,8 @@ use tonic::transport::Channel;
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, BearerToken>>;
 /// Log client that sends the admin token on every call.
 pub type LogClient = LogServiceClient<InterceptedService<Channel, BearerToken>>;
+/// Security client that sends the given token on every call.
+pub type SecurityClient = SecurityServiceClient<InterceptedService<Channel, BearerToken>>;
 
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
@@ -75,8 +79,40 @@ impl ControlPlaneHandle {
             admin_token: None,
             join_token: None,
             changelog_capacity,
+            master_keys: MasterKeys::default(),
         };
         let control = configure(ControlPlane::open(config).expect("control plane opens"));
+        Self::serve(control, data_dir, grpc).await
+    }
+
+    /// Starts one with these master keys (`None`: the generated `master.key` file), or
+    /// returns why the control plane refused to open.
+    pub async fn try_start_keyed(
+        data_dir: &Path,
+        master_keys: MasterKeys,
+        grpc: SocketAddr,
+    ) -> Result<Self, fulcrum_control::Error> {
+        let config = Config {
+            data_dir: data_dir.to_path_buf(),
+            admin_token: None,
+            join_token: None,
+            changelog_capacity: 10_000,
+            master_keys,
+        };
+        crate::init_tracing();
+        let control = ControlPlane::open(config)?;
+        Ok(Self::serve(control, data_dir, grpc).await)
+    }
+
+    /// Starts one with a full config.
+    pub async fn start_config(config: Config, grpc: SocketAddr) -> Self {
+        crate::init_tracing();
+        let data_dir = config.data_dir.clone();
+        let control = ControlPlane::open(config).expect("control plane opens");
+        Self::serve(control, &data_dir, grpc).await
+    }
+
+    async fn serve(control: ControlPlane, data_dir: &Path, grpc: SocketAddr) -> Self {
         let listeners = Listeners::bind(grpc, "127.0.0.1:0".parse().expect("literal address"))
             .await
             .expect("bind loopback listeners");
@@ -123,6 +159,28 @@ impl ControlPlaneHandle {
         AdminServiceClient::with_interceptor(channel, BearerToken(token))
             .max_decoding_message_size(fulcrum_control::MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(fulcrum_control::MAX_GRPC_MESSAGE_BYTES)
+    }
+
+    /// An admin client that sends `token` (to check which admin tokens are accepted).
+    pub async fn admin_with(&self, token: &str) -> AdminClient {
+        let channel = Channel::from_shared(self.endpoint())
+            .expect("valid endpoint")
+            .connect()
+            .await
+            .expect("connect to the control plane");
+        let token = format!("Bearer {token}").parse().expect("ascii token");
+        AdminServiceClient::with_interceptor(channel, BearerToken(token))
+    }
+
+    /// A `SecurityService` client that sends `token` as the admin token.
+    pub async fn security_with(&self, token: &str) -> SecurityClient {
+        let channel = Channel::from_shared(self.endpoint())
+            .expect("valid endpoint")
+            .connect()
+            .await
+            .expect("connect to the control plane");
+        let token = format!("Bearer {token}").parse().expect("ascii token");
+        SecurityServiceClient::with_interceptor(channel, BearerToken(token))
     }
 
     /// A `LogService` client with the admin token.

@@ -7,6 +7,7 @@ mod keys;
 mod logs;
 mod providers;
 mod routes;
+mod security;
 mod settings;
 mod stats;
 mod status;
@@ -99,6 +100,9 @@ pub enum Command {
     Logs(logs::LogsCommand),
     /// Requests, statuses, errors, tokens and latency per key, model or provider.
     Stats(stats::StatsArgs),
+    /// The master key sealing provider keys at rest, and the admin and join tokens.
+    #[command(subcommand)]
+    Security(security::SecurityCommand),
 }
 
 impl Cli {
@@ -129,7 +133,23 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Keys(cmd) => keys::run(cmd, &mut connect(global).await?, global.output).await,
         Command::Routes(cmd) => routes::run(cmd, &mut connect(global).await?, global.output).await,
+        // The control plane's own tokens are rotated over `SecurityService`.
+        Command::Tokens(tokens::TokensCommand::RotateAdmin(args)) => {
+            let mut client = connect_security(global).await?;
+            security::rotate(security::TokenKind::Admin, args, &mut client, global.output).await
+        }
+        Command::Tokens(tokens::TokensCommand::RotateJoin(args)) => {
+            let mut client = connect_security(global).await?;
+            security::rotate(security::TokenKind::Join, args, &mut client, global.output).await
+        }
+        Command::Tokens(tokens::TokensCommand::RetirePrevious { kind }) => {
+            let mut client = connect_security(global).await?;
+            security::retire(*kind, &mut client, global.output).await
+        }
         Command::Tokens(cmd) => tokens::run(cmd, &mut connect(global).await?, global.output).await,
+        Command::Security(cmd) => {
+            security::run(cmd, &mut connect_security(global).await?, global.output).await
+        }
         Command::Settings(cmd) => {
             settings::run(cmd, &mut connect(global).await?, global.output).await
         }
@@ -151,6 +171,10 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
 
 async fn connect(global: &GlobalArgs) -> anyhow::Result<AdminClient> {
     client::connect(&global.endpoint, global.token.as_deref(), &global.tls()).await
+}
+
+async fn connect_security(global: &GlobalArgs) -> anyhow::Result<client::SecurityClient> {
+    client::connect_security(&global.endpoint, global.token.as_deref(), &global.tls()).await
 }
 
 async fn connect_logs(global: &GlobalArgs, streaming: bool) -> anyhow::Result<LogClient> {

@@ -23,6 +23,16 @@ pub enum TokensCommand {
         #[arg(value_parser = parse_token_name)]
         name: String,
     },
+    /// Replace the control plane's admin token; the old one stays valid for --grace.
+    RotateAdmin(super::security::RotateArgs),
+    /// Replace the join token data planes present; the old one stays valid for --grace.
+    /// Connected data planes keep their streams; they need the new token to reconnect.
+    RotateJoin(super::security::RotateArgs),
+    /// Make the previous admin or join token invalid now, ending its grace time.
+    RetirePrevious {
+        #[arg(value_enum)]
+        kind: super::security::TokenKind,
+    },
 }
 
 pub async fn run(
@@ -79,6 +89,12 @@ pub async fn run(
             }
             output::print(&table.render())
         }
+        TokensCommand::RotateAdmin(_)
+        | TokensCommand::RotateJoin(_)
+        | TokensCommand::RetirePrevious { .. } => {
+            // Dispatched to `SecurityService` in `commands::run`.
+            anyhow::bail!("token rotation goes to the security service")
+        }
         TokensCommand::Revoke { name } => {
             let request = pb::RevokeClientTokenRequest { name: name.clone() };
             let response = client.revoke_client_token(request).await?.into_inner();
@@ -109,5 +125,46 @@ mod tests {
         assert!(Cli::try_parse_from(["fulcrumctl", "tokens", "create", "team-a.prod"]).is_ok());
         assert!(Cli::try_parse_from(["fulcrumctl", "tokens", "create", "-bad"]).is_err());
         assert!(Cli::try_parse_from(["fulcrumctl", "tokens", "revoke", "a b"]).is_err());
+    }
+
+    #[test]
+    fn rotation_arguments_are_checked() {
+        use super::TokensCommand;
+        use crate::commands::Command;
+        let cli = Cli::try_parse_from(["fulcrumctl", "tokens", "rotate-join", "--grace", "2h"])
+            .expect("parses");
+        let Command::Tokens(TokensCommand::RotateJoin(args)) = cli.command else {
+            panic!("not rotate-join");
+        };
+        assert_eq!(args.grace.as_secs(), 7200);
+        assert!(!args.retire_old);
+        let cli = Cli::try_parse_from(["fulcrumctl", "tokens", "rotate-admin"]).expect("parses");
+        let Command::Tokens(TokensCommand::RotateAdmin(args)) = cli.command else {
+            panic!("not rotate-admin");
+        };
+        assert_eq!(args.grace.as_secs(), 86_400, "one day by default");
+        assert!(
+            Cli::try_parse_from(["fulcrumctl", "tokens", "rotate-admin", "--retire-old"]).is_ok()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "fulcrumctl",
+                "tokens",
+                "rotate-admin",
+                "--retire-old",
+                "--grace",
+                "1h"
+            ])
+            .is_err(),
+            "no grace time without an overlap"
+        );
+        assert!(
+            Cli::try_parse_from(["fulcrumctl", "tokens", "rotate-admin", "--grace", "soon"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["fulcrumctl", "tokens", "retire-previous", "client"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["fulcrumctl", "tokens", "retire-previous", "join"]).is_ok());
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use fulcrum_control::store::secrets;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -41,6 +42,15 @@ pub struct UpArgs {
     /// Join token for data planes; generated and stored in the data dir if not given.
     #[arg(long, env = "FULCRUM_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
+    /// File with the master key that seals provider keys at rest (32 bytes, base64 or hex;
+    /// or the key itself in FULCRUM_MASTER_KEY). Default: DATA_DIR/master.key, generated
+    /// on first start.
+    #[arg(long, env = "FULCRUM_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// File with the previous master key while rotating to a new one (or the key itself
+    /// in FULCRUM_PREVIOUS_MASTER_KEY).
+    #[arg(long, env = "FULCRUM_PREVIOUS_MASTER_KEY_FILE")]
+    previous_master_key_file: Option<PathBuf>,
 }
 
 pub async fn run(args: &UpArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -64,6 +74,22 @@ pub async fn run(args: &UpArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         admin_token: global.token.clone().filter(|t| !t.is_empty()),
         join_token: args.join_token.clone().filter(|t| !t.is_empty()),
         changelog_capacity: 10_000,
+        master_keys: fulcrum_control::store::secrets::MasterKeys {
+            current: secrets::key_source(
+                args.master_key_file.clone(),
+                std::env::var("FULCRUM_MASTER_KEY").ok(),
+                "--master-key-file",
+                "FULCRUM_MASTER_KEY",
+            )
+            .map_err(|e| anyhow!(e))?,
+            previous: secrets::key_source(
+                args.previous_master_key_file.clone(),
+                std::env::var("FULCRUM_PREVIOUS_MASTER_KEY").ok(),
+                "--previous-master-key-file",
+                "FULCRUM_PREVIOUS_MASTER_KEY",
+            )
+            .map_err(|e| anyhow!(e))?,
+        },
     };
     let control = fulcrum_control::ControlPlane::open(config).map_err(|err| {
         anyhow!(
@@ -89,6 +115,7 @@ pub async fn run(args: &UpArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         admin_token: tokens.admin.expose(),
         join_token: tokens.join.expose(),
         generated: tokens.generated,
+        master_key_generated: control.master_key_generated(),
     }))?;
 
     // 3. Run both until a signal or until either stops on its own.
@@ -204,6 +231,7 @@ struct Banner<'a> {
     admin_token: &'a str,
     join_token: &'a str,
     generated: bool,
+    master_key_generated: Option<&'a std::path::Path>,
 }
 
 fn banner(b: &Banner<'_>) -> String {
@@ -226,6 +254,12 @@ fn banner(b: &Banner<'_>) -> String {
         text.push_str(&format!(
             "\nthe tokens were generated and stored in {}; keep them secret\n",
             b.data_dir.display()
+        ));
+    }
+    if let Some(path) = b.master_key_generated {
+        text.push_str(&format!(
+            "\ngenerated the master key that seals provider keys at rest: {} (mode 0600);\nthe store cannot be read without it: keep a copy somewhere else\n",
+            path.display()
         ));
     }
     text.push_str(&format!(

@@ -26,6 +26,8 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 
+pub mod secrets;
+
 /// Result inside a store transaction: `Abort(Error)` rolls it back with that error.
 pub type TxResult<T> = Result<T, ConflictableTransactionError<Error>>;
 
@@ -100,6 +102,8 @@ struct Inner {
     write_lock: Mutex<()>,
     /// Latest committed revision, for the discovery streams.
     revision_tx: watch::Sender<u64>,
+    /// Seals key records on write; installed once by [`Store::unlock`].
+    keyring: std::sync::OnceLock<secrets::Keyring>,
 }
 
 /// The state a transaction sees and changes.
@@ -107,6 +111,7 @@ pub struct Tx<'a> {
     views: &'a [TransactionalTree],
     changed: RefCell<Vec<pb::ResourceRef>>,
     now_unix_ms: i64,
+    keyring: Option<&'a secrets::Keyring>,
 }
 
 // === impl Store ===
@@ -148,6 +153,7 @@ impl Store {
                 changelog_capacity: changelog_capacity.max(1),
                 write_lock: Mutex::new(()),
                 revision_tx,
+                keyring: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -239,6 +245,7 @@ impl Store {
                 views,
                 changed: RefCell::new(Vec::new()),
                 now_unix_ms: now_unix_ms(),
+                keyring: self.inner.keyring.get(),
             };
             let value = write(&tx, &prepared)?;
             let changed = dedup_refs(tx.changed.take());
@@ -415,9 +422,22 @@ impl Tx<'_> {
     }
 
     /// Stores a record and notes the change for the change log.
+    /// Key records are stored with their secret sealed (see [`secrets`]).
     pub fn put<M: Message>(&self, tree: TreeId, key: &str, value: &M) -> TxResult<()> {
-        self.views[tree as usize].insert(key.as_bytes(), value.encode_to_vec())?;
+        let mut bytes = value.encode_to_vec();
+        if tree == TreeId::Keys {
+            bytes = secrets::seal_record(self.keyring, bytes).or_else(abort)?;
+        }
+        self.views[tree as usize].insert(key.as_bytes(), bytes)?;
         self.note(tree, key);
+        Ok(())
+    }
+
+    /// Stores raw bytes without noting a change: for state that is not config (the
+    /// master-key check, token hashes) and for re-sealing records whose content stays
+    /// the same. A transaction of only such writes does not bump the revision.
+    pub(crate) fn put_unlogged(&self, tree: TreeId, key: &str, bytes: Vec<u8>) -> TxResult<()> {
+        self.views[tree as usize].insert(key.as_bytes(), bytes)?;
         Ok(())
     }
 
