@@ -10,10 +10,12 @@ pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod logs;
+pub mod probe;
 pub mod sessions;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;
+pub mod transitions;
 pub mod web;
 
 use std::future::Future;
@@ -164,9 +166,16 @@ impl ControlPlane {
             .build_v1alpha()
             .map_err(|e| Error::Startup(format!("gRPC reflection: {e}")))?;
 
-        let admin = AdminServiceServer::new(Admin::new(store.clone(), nodes.clone()))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let queue = probe::Queue::default();
+        let key_health = KeyHealth::new(store.clone(), queue.clone())
+            .map_err(|e| Error::Startup(format!("cannot load key health from the store: {e}")))?;
+        let prober = probe::Prober::new(store.clone(), key_health.clone(), queue)
+            .map_err(|e| Error::Startup(format!("cannot load the probe schedule: {e}")))?;
+        let admin = AdminServiceServer::new(
+            Admin::new(store.clone(), nodes.clone()).with_prober(prober.clone()),
+        )
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let (sessions, sessions_done) = sessions::tracker(stop_rx.clone());
         let discovery = DiscoveryServiceServer::new(Discovery::new(
             store.clone(),
@@ -180,8 +189,6 @@ impl ControlPlane {
             l.local_addr()
                 .map_or_else(|e| e.to_string(), |a| a.to_string())
         };
-        let key_health = KeyHealth::new(store.clone())
-            .map_err(|e| Error::Startup(format!("cannot load key health from the store: {e}")))?;
         let telemetry = TelemetryServiceServer::new(Telemetry::new(
             key_health.clone(),
             logs.clone(),
@@ -192,6 +199,7 @@ impl ControlPlane {
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let mut cooldowns = tokio::spawn(key_health.run_cooldown_timer(stop_rx.clone()));
         let mut retention = tokio::spawn(logs::retention::run(logs.clone(), stop_rx.clone()));
+        let mut probes = tokio::spawn(prober.run(stop_rx.clone()));
 
         let grpc_addr = addr(&listeners.grpc);
         let http_addr = addr(&listeners.http);
@@ -260,6 +268,7 @@ impl ControlPlane {
             }
             let _ = (&mut cooldowns).await;
             let _ = (&mut retention).await;
+            let _ = (&mut probes).await;
         })
         .await;
         // The servers are gone, and with them the services' own handles: what is left are
@@ -276,6 +285,7 @@ impl ControlPlane {
             http.abort();
             cooldowns.abort();
             retention.abort();
+            probes.abort();
         }
         store
             .flush()

@@ -111,6 +111,7 @@ impl Telemetry {
                     let _ = tx.send(Err(unavailable())).await;
                     return;
                 }
+                self.health.note_records(&batch.records);
                 let records = batch.records.len();
                 match self
                     .logs

@@ -906,6 +906,7 @@ mod tests {
             state: KeyState::Active,
             state_reason: String::new(),
             state_until_unix_ms: 0,
+            exhausted_models: Box::default(),
         })
     }
 
@@ -1156,6 +1157,7 @@ mod speed {
             state: fulcrum_proto::model::KeyState::Active,
             state_reason: String::new(),
             state_until_unix_ms: 0,
+            exhausted_models: Box::default(),
         });
         let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}"#;
         let n = 200_000;

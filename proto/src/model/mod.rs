@@ -4,6 +4,7 @@
 //! a write, the data plane before it swaps in a config.
 
 mod names;
+pub mod quota;
 mod resources;
 pub mod routing;
 mod secret;

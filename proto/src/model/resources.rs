@@ -244,6 +244,25 @@ pub struct Key {
     pub state_reason: String,
     /// End of a `cooling` or `exhausted` state, in Unix milliseconds; 0 otherwise.
     pub state_until_unix_ms: i64,
+    /// Models whose quota this key has used up, each with its reset time (Unix ms).
+    /// Almost always empty; a handful of entries at most.
+    pub exhausted_models: Box<[(Box<str>, i64)]>,
+}
+
+impl Key {
+    /// Whether the key's quota for `model` is used up at `now_ms`.
+    pub fn exhausted_for(&self, model: &str, now_ms: i64) -> bool {
+        self.exhausted_models
+            .iter()
+            .any(|(m, until)| *until > now_ms && m.as_ref() == model)
+    }
+}
+
+fn exhausted_models(k: &pb::ProviderKey) -> Box<[(Box<str>, i64)]> {
+    k.exhausted_models
+        .iter()
+        .map(|m| (Box::from(m.model.as_str()), m.until_unix_ms))
+        .collect()
 }
 
 impl Key {
@@ -277,6 +296,7 @@ impl TryFrom<&pb::ProviderKey> for Key {
             state,
             state_reason: k.state_reason.clone(),
             state_until_unix_ms: k.state_until_unix_ms,
+            exhausted_models: exhausted_models(k),
         })
     }
 }
@@ -288,6 +308,7 @@ impl TryFrom<pb::ProviderKey> for Key {
 
     fn try_from(k: pb::ProviderKey) -> Result<Self, Self::Error> {
         let state = Key::check(&k)?;
+        let exhausted_models = exhausted_models(&k);
         Ok(Self {
             id: k.id,
             provider: k.provider,
@@ -295,6 +316,7 @@ impl TryFrom<pb::ProviderKey> for Key {
             state,
             state_reason: k.state_reason,
             state_until_unix_ms: k.state_until_unix_ms,
+            exhausted_models,
         })
     }
 }
