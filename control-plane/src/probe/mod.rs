@@ -407,6 +407,7 @@ impl Prober {
                     let mut schedule: pb::KeySchedule =
                         tx.get(TreeId::KeySchedule, &id_owned)?.unwrap_or_default();
                     schedule.last_probe_unix_ms = now;
+                    schedule.requested = false;
                     tx.put(TreeId::KeySchedule, &id_owned, &schedule)?;
                     let state = KeyState::from_pb(key.state);
                     if state == Some(KeyState::Disabled) {
@@ -532,7 +533,7 @@ impl Prober {
                     .store
                     .get(TreeId::KeySchedule, &id)?
                     .unwrap_or_default();
-                if schedule.attempts == 0 {
+                if schedule.attempts == 0 && !schedule.requested {
                     let Some(ttl) = settings.probe_idle_recheck else {
                         return Ok(());
                     };
@@ -592,6 +593,7 @@ impl Prober {
                     let mut schedule: pb::KeySchedule =
                         tx.get(TreeId::KeySchedule, id)?.unwrap_or_default();
                     schedule.next_probe_unix_ms = now;
+                    schedule.requested = true;
                     tx.put(TreeId::KeySchedule, id, &schedule)?;
                 }
                 Ok(())
