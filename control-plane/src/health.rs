@@ -583,4 +583,92 @@ mod tests {
         .unwrap();
         assert_eq!(d.state, KeyState::Invalid);
     }
+
+    #[test]
+    fn quotas_exhaust_the_key_or_one_model_until_the_reset() {
+        let settings = Settings::default();
+        let mut quota = event(pb::KeyEventKind::QuotaExhausted, 0);
+        quota.model = "gemini-2.5-flash".into();
+        quota.per_model = true;
+        quota.daily = true;
+        let d = decide(&key(pb::KeyState::Active, 0), &quota, 0, &settings, "dp").unwrap();
+        assert_eq!(d.state, KeyState::Exhausted);
+        assert_eq!(d.model, "gemini-2.5-flash");
+        assert_eq!(
+            d.until_unix_ms,
+            transitions::next_pacific_midnight(quota.at_unix_ms)
+        );
+        // Known already with the same end: nothing to change.
+        let mut known = key(pb::KeyState::Active, 0);
+        known.exhausted_models.push(pb::ModelExhaustion {
+            model: "gemini-2.5-flash".into(),
+            until_unix_ms: d.until_unix_ms,
+            reason: String::new(),
+        });
+        assert_eq!(decide(&known, &quota, 0, &settings, "dp"), None);
+        // A whole-key quota without a reset time lasts the default.
+        let whole = event(pb::KeyEventKind::QuotaExhausted, 0);
+        let d = decide(&key(pb::KeyState::Cooling, 5), &whole, 0, &settings, "dp").unwrap();
+        assert_eq!((d.state, d.model.as_str()), (KeyState::Exhausted, ""));
+        assert_eq!(d.until_unix_ms, 1_000_000 + 3_600_000);
+        // A plain 429 does not soften an exhausted key; a success ends it.
+        let exhausted = key(pb::KeyState::Exhausted, 9_000_000);
+        assert_eq!(
+            decide(
+                &exhausted,
+                &event(pb::KeyEventKind::RateLimited, 0),
+                0,
+                &settings,
+                "dp"
+            ),
+            None
+        );
+        let d = decide(
+            &exhausted,
+            &event(pb::KeyEventKind::Success, 0),
+            0,
+            &settings,
+            "dp",
+        )
+        .unwrap();
+        assert_eq!(d.state, KeyState::Active);
+    }
+
+    #[tokio::test]
+    async fn a_decision_and_its_history_entry_are_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 100).unwrap();
+        let mut stored = key(pb::KeyState::Active, 0);
+        stored.secret = "sk-0123456789abcdef".into();
+        let id = stored.id.clone();
+        store
+            .commit(move |tx| tx.put(TreeId::Keys, &stored.id, &stored))
+            .await
+            .unwrap();
+        let health = KeyHealth::new(store.clone(), Queue::default()).unwrap();
+        for _ in 0..(transitions::HISTORY_LIMIT + 5) {
+            let revision = health
+                .apply("dp-1", vec![event(pb::KeyEventKind::Unauthorized, 0)])
+                .await
+                .unwrap();
+            assert!(revision.is_some());
+            health
+                .apply("dp-1", vec![event(pb::KeyEventKind::Success, 0)])
+                .await
+                .unwrap();
+        }
+        let history: pb::KeyHistory = store.get(TreeId::KeyHistory, &id).unwrap().unwrap();
+        assert_eq!(history.transitions.len(), transitions::HISTORY_LIMIT);
+        let last = history.transitions.last().unwrap();
+        assert_eq!(
+            (last.from, last.to, last.source.as_str()),
+            (
+                pb::KeyState::Invalid as i32,
+                pb::KeyState::Active as i32,
+                "dp-1"
+            )
+        );
+        let schedule: pb::KeySchedule = store.get(TreeId::KeySchedule, &id).unwrap().unwrap();
+        assert!(schedule.last_success_unix_ms > 0);
+    }
 }

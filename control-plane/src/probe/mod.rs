@@ -186,7 +186,7 @@ struct Limits {
     semaphore: Arc<Semaphore>,
     /// Permits the semaphore was sized for.
     permits: Mutex<u32>,
-    /// Earliest start of the next probe, per provider.
+    /// Earliest start of the next probe, per provider (one interval after the last start).
     slots: Mutex<HashMap<String, Instant>>,
     /// Keys being probed now.
     in_flight: Mutex<HashSet<String>>,
@@ -296,17 +296,25 @@ impl Prober {
         *current = permits;
     }
 
-    /// Waits for this provider's next start slot and takes it.
+    /// Waits until this provider may start a probe and takes the start. A start is taken
+    /// only when it is due, never reserved ahead: tasks that wake late (a busy machine)
+    /// then still start at least one interval apart instead of together.
     async fn rate_slot(&self, provider: &str, per_minute: u32) {
         let interval = Duration::from_secs(60) / per_minute.max(1);
-        let start = {
-            let mut slots = self.limits.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let slot = slots.get(provider).copied().unwrap_or(now).max(now);
-            slots.insert(provider.to_string(), slot + interval);
-            slot
-        };
-        tokio::time::sleep_until(start).await;
+        loop {
+            let wait = {
+                let mut slots = self.limits.slots.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                match slots.get(provider) {
+                    Some(next) if *next > now => *next - now,
+                    _ => {
+                        slots.insert(provider.to_string(), now + interval);
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Probes one key within the limits and stores what the probe shows. Disabled keys and
