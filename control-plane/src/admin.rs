@@ -959,9 +959,22 @@ impl AdminService for Admin {
                 let mut done = 0u64;
                 let mut states: std::collections::BTreeMap<KeyState, u64> =
                     std::collections::BTreeMap::new();
-                while let Some(result) = probe_rx.recv().await {
+                while let Some((id, result)) = probe_rx.recv().await {
                     done += 1;
                     let message = match result {
+                        // One key that cannot be probed (deleted meanwhile, say) does not
+                        // end the others' validation: it is reported and counted skipped.
+                        Err(e) => Ok(pb::ValidateKeysResponse {
+                            event: Some(pb::validate_keys_response::Event::Result(
+                                pb::KeyProbeResult {
+                                    id,
+                                    reason: format!("not probed: {e}"),
+                                    done,
+                                    total,
+                                    ..Default::default()
+                                },
+                            )),
+                        }),
                         Ok(probed) => {
                             if let Some(state) = KeyState::from_pb(probed.key.state) {
                                 *states.entry(state).or_default() += 1;
@@ -982,7 +995,6 @@ impl AdminService for Admin {
                                 )),
                             })
                         }
-                        Err(e) => Err(Status::from(e)),
                     };
                     if out_tx.send(message).await.is_err() {
                         return None;

@@ -637,28 +637,48 @@ impl Prober {
     }
 
     /// Probes `ids` within the limits, sending each result to `results` as it ends.
-    /// Returns how many were probed and how many skipped.
+    /// Returns how many were probed and how many skipped. At most twice the concurrency
+    /// limit of probes are started at once, so that `--all` over 100,000 keys holds a few
+    /// hundred waiting probes, not 100,000.
     pub async fn validate(
         &self,
         ids: Vec<String>,
-        results: mpsc::Sender<Result<Probed, Error>>,
+        results: mpsc::Sender<(String, Result<Probed, Error>)>,
     ) -> (u64, u64) {
         let mut tasks = JoinSet::new();
-        for id in ids {
-            let prober = self.clone();
-            tasks.spawn(async move { prober.probe_key(&id).await });
-        }
         let (mut probed, mut skipped) = (0, 0);
-        while let Some(joined) = tasks.join_next().await {
-            let result = joined
-                .map_err(|e| Error::Internal(format!("probe task failed: {e}")))
-                .and_then(|r| r);
+        let mut ids = ids.into_iter();
+        loop {
+            let backlog = self
+                .settings()
+                .map_or(16, |s| s.probe_concurrency as usize * 2);
+            if tasks.len() < backlog
+                && let Some(id) = ids.next()
+            {
+                let prober = self.clone();
+                tasks.spawn(async move {
+                    let result = prober.probe_key(&id).await;
+                    (id, result)
+                });
+                continue;
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            let (id, result) = match joined {
+                Ok(done) => done,
+                Err(e) => (
+                    String::new(),
+                    Err(Error::Internal(format!("probe task failed: {e}"))),
+                ),
+            };
             match &result {
                 Ok(p) if p.probed => probed += 1,
                 _ => skipped += 1,
             }
-            if results.send(result).await.is_err() {
-                // The caller went away; the probes already started still store their outcome.
+            if results.send((id, result)).await.is_err() {
+                // The caller went away: the probes already started finish and store their
+                // outcome; no more are started.
                 tasks.detach_all();
                 break;
             }
