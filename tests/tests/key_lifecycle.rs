@@ -790,3 +790,54 @@ async fn fulcrumctl_validates_lists_and_shows_history() {
     .fails_with("not found");
     setup.stop().await;
 }
+
+#[tokio::test]
+async fn idle_active_keys_are_rechecked_and_busy_ones_are_not() {
+    let mut settings = FAST.to_vec();
+    settings.retain(|(name, _)| *name != "probe_idle_recheck_ms");
+    settings.push(("probe_idle_recheck_ms", "1500"));
+    let setup = Setup::start(pb::ProviderType::Openai, &settings, 1).await;
+    let secret = "sk-idle-00000001";
+    setup.add(&[secret], true).await;
+    eventually("import probe", Duration::from_secs(3), || async {
+        (setup.probes(secret).len() == 1).then_some(())
+    })
+    .await;
+
+    // Busy for 3 s, twice the idle time: the data plane's records keep it from being idle.
+    let busy_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < busy_until {
+        assert_eq!(setup.chat(0).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(setup.probes(secret).len(), 1, "a busy key is not probed");
+
+    // Idle: probed again about one idle time after its last use.
+    let quiet_since = Instant::now();
+    eventually("idle re-check", Duration::from_secs(5), || async {
+        (setup.probes(secret).len() == 2).then_some(())
+    })
+    .await;
+    assert!(quiet_since.elapsed() >= Duration::from_millis(800));
+
+    // 0 turns it off: the key is not probed again.
+    setup
+        .control
+        .admin()
+        .await
+        .set_setting(pb::SetSettingRequest {
+            name: "probe_idle_recheck_ms".into(),
+            value: "0".into(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(
+        setup.probes(secret).len() <= 3,
+        "at most the re-check already planned"
+    );
+    let settled = setup.probes(secret).len();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(setup.probes(secret).len(), settled);
+    setup.stop().await;
+}
