@@ -92,11 +92,8 @@ pub fn apply(
         &key.id,
         pb::KeyTransition {
             at_unix_ms: tx.now_unix_ms(),
-            from: if change.model.is_empty() {
-                from
-            } else {
-                pb::KeyState::Active as i32
-            },
+            // For one model: from what the key was for it, its own state.
+            from,
             to,
             reason: change.reason.clone(),
             source: source.to_string(),
@@ -124,7 +121,8 @@ pub fn expire_models(tx: &Tx<'_>, key: &mut pb::ProviderKey, now: i64) -> TxResu
             pb::KeyTransition {
                 at_unix_ms: tx.now_unix_ms(),
                 from: pb::KeyState::Exhausted as i32,
-                to: pb::KeyState::Active as i32,
+                // The model is back to what the key is for every other model.
+                to: key.state,
                 reason: "quota reset".into(),
                 source: SOURCE_TIMER.into(),
                 model: model.model.clone(),
