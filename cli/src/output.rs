@@ -341,6 +341,14 @@ pub fn key_json(k: &pb::ProviderKey) -> Value {
         "added_unix_ms": k.added_unix_ms,
         "state_changed_unix_ms": k.state_changed_unix_ms,
         "proxy": k.proxy,
+        "exhausted_models": k.exhausted_models.iter().map(|m| json!({
+            "model": m.model,
+            "until_unix_ms": m.until_unix_ms,
+            "reason": m.reason,
+        })).collect::<Vec<_>>(),
+        "next_probe_unix_ms": k.next_probe_unix_ms,
+        "last_success_unix_ms": k.last_success_unix_ms,
+        "failures": k.failures,
     })
 }
 

@@ -14,8 +14,10 @@ use tonic::{Request, Response, Status};
 
 use crate::discovery::NodeRegistry;
 use crate::error::Error;
+use crate::probe::Prober;
 use crate::snapshot::effective_settings;
 use crate::store::{Store, TreeId, Tx, TxResult, abort, now_unix_ms, random_hex};
+use crate::transitions::{self, Change, SOURCE_OPERATOR};
 
 /// Priority given to providers created without one.
 const DEFAULT_PRIORITY: u32 = 100;
@@ -30,11 +32,39 @@ const DEFAULT_EXPORT_PAGE_SIZE: u32 = 1_000;
 pub struct Admin {
     store: Store,
     nodes: NodeRegistry,
+    /// The validation scheduler, for `ValidateKeys` and `AddKeys { validate }`; without
+    /// one those answer `FAILED_PRECONDITION`.
+    prober: Option<Prober>,
 }
 
 impl Admin {
     pub fn new(store: Store, nodes: NodeRegistry) -> Self {
-        Self { store, nodes }
+        Self {
+            store,
+            nodes,
+            prober: None,
+        }
+    }
+
+    /// Serves key validation with this scheduler.
+    pub fn with_prober(mut self, prober: Prober) -> Self {
+        self.prober = Some(prober);
+        self
+    }
+
+    /// Queues the probes a write planned.
+    fn plan(&self, plans: Vec<(String, i64)>) {
+        if let Some(prober) = &self.prober {
+            for (id, at) in plans {
+                prober.queue().schedule(&id, at);
+            }
+        }
+    }
+
+    fn prober(&self) -> Result<&Prober, Error> {
+        self.prober.as_ref().ok_or_else(|| {
+            Error::FailedPrecondition("this control plane runs no validation scheduler".into())
+        })
     }
 
     /// Runs a blocking read off the async runtime.
@@ -49,6 +79,78 @@ impl Admin {
             .map_err(Status::from)
     }
 }
+
+/// The effective settings, typed, for writes that plan probes.
+fn current_settings(store: &Store) -> Result<model::Settings, Error> {
+    Ok(model::Settings::from_values(&effective_settings(store)?)?)
+}
+
+/// The keys a `ValidateKeys` request selects: (to probe, disabled ones skipped).
+fn validation_targets(
+    store: &Store,
+    req: &pb::ValidateKeysRequest,
+) -> Result<(Vec<pb::ProviderKey>, u64), Error> {
+    let by_state = req.state != 0;
+    let chosen = [!req.ids.is_empty(), by_state, req.all]
+        .iter()
+        .filter(|c| **c)
+        .count();
+    if chosen != 1 {
+        return Err(Error::Invalid(
+            "name the keys to validate: ids, a state, or all (exactly one)".into(),
+        ));
+    }
+    let provider = req.provider.trim();
+    let provider = (!provider.is_empty()).then_some(provider);
+    if let Some(p) = provider
+        && store.get::<pb::Provider>(TreeId::Providers, p)?.is_none()
+    {
+        return Err(Error::not_found("provider", p));
+    }
+    let keys = if !req.ids.is_empty() {
+        let ids = checked_ids(&req.ids)?;
+        let mut keys = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in &ids {
+            match store.get::<pb::ProviderKey>(TreeId::Keys, id)? {
+                Some(key) if provider.is_none_or(|p| p == key.provider) => keys.push(key),
+                Some(_) => {}
+                None => missing.push(id.as_str()),
+            }
+        }
+        if !missing.is_empty() {
+            let noun = if missing.len() == 1 { "key" } else { "keys" };
+            return Err(Error::NotFound {
+                kind: noun,
+                name: missing.join(", "),
+            });
+        }
+        keys
+    } else {
+        let state = if by_state {
+            Some(
+                KeyState::from_pb(req.state)
+                    .ok_or_else(|| Error::Invalid(format!("unknown key state {}", req.state)))?,
+            )
+        } else {
+            None
+        };
+        if state == Some(KeyState::Disabled) {
+            return Err(Error::Invalid(
+                "disabled keys are never probed; enable them first".into(),
+            ));
+        }
+        store.keys_page(provider, state, None, usize::MAX)?.0
+    };
+    let (disabled, keys): (Vec<_>, Vec<_>) = keys
+        .into_iter()
+        .partition(|k| k.state == pb::KeyState::Disabled as i32);
+    Ok((keys, disabled.len() as u64))
+}
+
+type ValidateStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::ValidateKeysResponse, Status>> + Send>,
+>;
 
 /// The revision a write left the store at: its own, or the current one if it changed nothing.
 fn revision_after(store: &Store, revision: Option<u64>) -> u64 {
@@ -217,6 +319,17 @@ fn state_filter(state: i32) -> Result<Option<KeyState>, Error> {
     }
 }
 
+/// A key as admin answers show it, with the scheduler's view of it: next probe, last
+/// success, failed probes in a row.
+fn shown_key(store: &Store, key: pb::ProviderKey) -> Result<pb::ProviderKey, Error> {
+    let schedule: pb::KeySchedule = store.get(TreeId::KeySchedule, &key.id)?.unwrap_or_default();
+    let mut key = redact_key(key);
+    key.next_probe_unix_ms = schedule.next_probe_unix_ms;
+    key.last_success_unix_ms = schedule.last_success_unix_ms;
+    key.failures = schedule.attempts;
+    Ok(key)
+}
+
 fn key_counts(counts: std::collections::BTreeMap<KeyState, u64>) -> Vec<pb::KeyStateCount> {
     counts
         .into_iter()
@@ -278,21 +391,30 @@ fn keys_or_not_found(tx: &Tx<'_>, ids: &[String]) -> TxResult<Vec<pb::ProviderKe
     Ok(keys)
 }
 
-/// Sets the state of every key named; returns how many changed.
-fn set_key_states(tx: &Tx<'_>, ids: &[String], state: KeyState, reason: &str) -> TxResult<u64> {
+/// Sets the state of every key named, with a history entry each; returns how many
+/// changed. A disabled key has no probe planned; an enabled one starts its backoff over.
+fn set_key_states(
+    tx: &Tx<'_>,
+    ids: &[String],
+    state: KeyState,
+    reason: &str,
+    settings: &model::Settings,
+) -> TxResult<(u64, Vec<(String, i64)>)> {
     let mut changed = 0;
+    let mut plans = Vec::new();
     for mut key in keys_or_not_found(tx, ids)? {
         if key.state == state.to_pb() as i32 && key.state_reason == reason {
             continue;
         }
-        key.state = state.to_pb() as i32;
-        key.state_reason = reason.to_string();
-        key.state_until_unix_ms = 0;
-        key.state_changed_unix_ms = tx.now_unix_ms();
-        tx.put(TreeId::Keys, &key.id.clone(), &key)?;
+        transitions::apply(tx, &mut key, &Change::new(state, reason), SOURCE_OPERATOR)?;
+        if let Some(next) =
+            crate::probe::reschedule(tx, &key, settings, crate::probe::Attempt::Reset)?
+        {
+            plans.push((key.id.clone(), next));
+        }
         changed += 1;
     }
-    Ok(changed)
+    Ok((changed, plans))
 }
 
 /// What the request says about one input line of `AddKeys`, before the store is read.
@@ -530,6 +652,7 @@ impl AdminService for Admin {
                     }
                     for id in key_ids {
                         tx.remove(TreeId::Keys, id)?;
+                        transitions::forget(tx, id)?;
                     }
                     tx.remove(TreeId::Providers, &req.name)?;
                     Ok(key_ids.len() as u64)
@@ -611,6 +734,14 @@ impl AdminService for Admin {
                 Ok(results)
             })
             .await?;
+        if req.validate {
+            let added: Vec<String> = results
+                .iter()
+                .filter(|r| r.outcome == pb::AddKeyOutcome::Added as i32)
+                .map(|r| r.id.clone())
+                .collect();
+            self.prober()?.schedule_now(added).await?;
+        }
         let count =
             |o: pb::AddKeyOutcome| results.iter().filter(|r| r.outcome == o as i32).count() as u64;
         let response = pb::AddKeysResponse {
@@ -647,7 +778,13 @@ impl AdminService for Admin {
                 {
                     return Err(Error::not_found("provider", p));
                 }
-                store.keys_page(provider.as_deref(), state, after.as_deref(), limit)
+                let (keys, more) =
+                    store.keys_page(provider.as_deref(), state, after.as_deref(), limit)?;
+                let keys = keys
+                    .into_iter()
+                    .map(|key| shown_key(store, key))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((keys, more))
             })
             .await?;
         let next_page_token = match (more, keys.last()) {
@@ -655,7 +792,7 @@ impl AdminService for Admin {
             _ => String::new(),
         };
         Ok(Response::new(pb::ListKeysResponse {
-            keys: keys.into_iter().map(redact_key).collect(),
+            keys,
             next_page_token,
         }))
     }
@@ -707,10 +844,13 @@ impl AdminService for Admin {
         request: Request<pb::EnableKeysRequest>,
     ) -> Result<Response<pb::EnableKeysResponse>, Status> {
         let ids = checked_ids(&request.into_inner().ids)?;
-        let (changed, revision) = self
+        let ((changed, plans), revision) = self
             .store
-            .commit(move |tx| set_key_states(tx, &ids, KeyState::Active, "enabled by operator"))
+            .commit_prepared(current_settings, move |tx, settings| {
+                set_key_states(tx, &ids, KeyState::Active, "enabled by operator", settings)
+            })
             .await?;
+        self.plan(plans);
         Ok(Response::new(pb::EnableKeysResponse {
             revision: revision_after(&self.store, revision),
             changed,
@@ -727,10 +867,13 @@ impl AdminService for Admin {
             "" => "disabled by operator".to_string(),
             r => r.to_string(),
         };
-        let (changed, revision) = self
+        let ((changed, plans), revision) = self
             .store
-            .commit(move |tx| set_key_states(tx, &ids, KeyState::Disabled, &reason))
+            .commit_prepared(current_settings, move |tx, settings| {
+                set_key_states(tx, &ids, KeyState::Disabled, &reason, settings)
+            })
             .await?;
+        self.plan(plans);
         Ok(Response::new(pb::DisableKeysResponse {
             revision: revision_after(&self.store, revision),
             changed,
@@ -748,6 +891,7 @@ impl AdminService for Admin {
                 let keys = keys_or_not_found(tx, &ids)?;
                 for key in &keys {
                     tx.remove(TreeId::Keys, &key.id)?;
+                    transitions::forget(tx, &key.id)?;
                 }
                 Ok(keys.len() as u64)
             })
@@ -988,6 +1132,111 @@ impl AdminService for Admin {
             setting: Some(setting_info(spec.name, &value)?),
             revision: revision_after(&self.store, revision),
         }))
+    }
+
+    type ValidateKeysStream = ValidateStream;
+
+    async fn validate_keys(
+        &self,
+        request: Request<pb::ValidateKeysRequest>,
+    ) -> Result<Response<Self::ValidateKeysStream>, Status> {
+        let req = request.into_inner();
+        let prober = self.prober()?.clone();
+        let (keys, skipped) = self
+            .read(move |store| validation_targets(store, &req))
+            .await?;
+        let total = keys.len() as u64;
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel(64);
+            let ids: Vec<String> = keys.into_iter().map(|k| k.id).collect();
+            let run = prober.validate(ids, probe_tx);
+            let forward = async {
+                let mut done = 0u64;
+                let mut states: std::collections::BTreeMap<KeyState, u64> =
+                    std::collections::BTreeMap::new();
+                while let Some((id, result)) = probe_rx.recv().await {
+                    done += 1;
+                    let message = match result {
+                        // One key that cannot be probed (deleted meanwhile, say) does not
+                        // end the others' validation: it is reported and counted skipped.
+                        Err(e) => Ok(pb::ValidateKeysResponse {
+                            event: Some(pb::validate_keys_response::Event::Result(
+                                pb::KeyProbeResult {
+                                    id,
+                                    reason: format!("not probed: {e}"),
+                                    done,
+                                    total,
+                                    ..Default::default()
+                                },
+                            )),
+                        }),
+                        Ok(probed) => {
+                            if let Some(state) = KeyState::from_pb(probed.key.state) {
+                                *states.entry(state).or_default() += 1;
+                            }
+                            Ok(pb::ValidateKeysResponse {
+                                event: Some(pb::validate_keys_response::Event::Result(
+                                    pb::KeyProbeResult {
+                                        id: probed.key.id.clone(),
+                                        provider: probed.key.provider.clone(),
+                                        masked: probed.key.masked.clone(),
+                                        state: probed.key.state,
+                                        reason: probed.key.state_reason.clone(),
+                                        latency_ms: u32::try_from(probed.latency.as_millis())
+                                            .unwrap_or(u32::MAX),
+                                        done,
+                                        total,
+                                    },
+                                )),
+                            })
+                        }
+                    };
+                    if out_tx.send(message).await.is_err() {
+                        return None;
+                    }
+                }
+                Some(states)
+            };
+            let ((probed, skipped_now), states) = tokio::join!(run, forward);
+            if let Some(states) = states {
+                let summary = pb::ValidateKeysSummary {
+                    probed,
+                    skipped: skipped + skipped_now,
+                    states: key_counts(states),
+                };
+                let _ = out_tx
+                    .send(Ok(pb::ValidateKeysResponse {
+                        event: Some(pb::validate_keys_response::Event::Summary(summary)),
+                    }))
+                    .await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
+    }
+
+    async fn get_key_history(
+        &self,
+        request: Request<pb::GetKeyHistoryRequest>,
+    ) -> Result<Response<pb::GetKeyHistoryResponse>, Status> {
+        let ids = checked_ids(&[request.into_inner().id])?;
+        let id = ids.into_iter().next().unwrap_or_default();
+        let response = self
+            .read(move |store| {
+                let key = store
+                    .get::<pb::ProviderKey>(TreeId::Keys, &id)?
+                    .ok_or_else(|| Error::not_found("key", &id))?;
+                let history: pb::KeyHistory =
+                    store.get(TreeId::KeyHistory, &id)?.unwrap_or_default();
+                Ok(pb::GetKeyHistoryResponse {
+                    key: Some(shown_key(store, key)?),
+                    transitions: history.transitions,
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn get_status(

@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod logs;
+pub mod probe;
 pub mod rotation;
 pub mod security;
 pub mod sessions;
@@ -17,6 +18,7 @@ pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod transitions;
 pub mod web;
 
 use std::future::Future;
@@ -284,9 +286,16 @@ impl ControlPlane {
             .build_v1alpha()
             .map_err(|e| Error::Startup(format!("gRPC reflection: {e}")))?;
 
-        let admin = AdminServiceServer::new(Admin::new(store.clone(), nodes.clone()))
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(max_message);
+        let queue = probe::Queue::default();
+        let key_health = KeyHealth::new(store.clone(), queue.clone())
+            .map_err(|e| Error::Startup(format!("cannot load key health from the store: {e}")))?;
+        let prober = probe::Prober::new(store.clone(), key_health.clone(), queue)
+            .map_err(|e| Error::Startup(format!("cannot load the probe schedule: {e}")))?;
+        let admin = AdminServiceServer::new(
+            Admin::new(store.clone(), nodes.clone()).with_prober(prober.clone()),
+        )
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
         let (sessions, sessions_done) = sessions::tracker(stop_rx.clone());
         let discovery = DiscoveryServiceServer::new(Discovery::new(
             store.clone(),
@@ -300,8 +309,6 @@ impl ControlPlane {
             l.local_addr()
                 .map_or_else(|e| e.to_string(), |a| a.to_string())
         };
-        let key_health = KeyHealth::new(store.clone())
-            .map_err(|e| Error::Startup(format!("cannot load key health from the store: {e}")))?;
         let telemetry = TelemetryServiceServer::new(Telemetry::new(
             key_health.clone(),
             logs.clone(),
@@ -318,6 +325,7 @@ impl ControlPlane {
             valid_admin.clone(),
             valid_join.clone(),
         ));
+        let mut probes = tokio::spawn(prober.run(stop_rx.clone()));
 
         let tls_on = tls.is_some();
         let mtls_on = tls
@@ -433,6 +441,7 @@ impl ControlPlane {
                 let _ = http.await;
             }
             let _ = (&mut reseal).await;
+            let _ = (&mut probes).await;
         })
         .await;
         // The servers are gone, and with them the services' own handles: what is left are
@@ -454,6 +463,7 @@ impl ControlPlane {
                 http.abort();
             }
             reseal.abort();
+            probes.abort();
         }
         store
             .flush()

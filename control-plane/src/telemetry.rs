@@ -122,6 +122,7 @@ impl Telemetry {
                     let _ = tx.send(Err(unavailable())).await;
                     return;
                 }
+                self.health.note_records(&batch.records);
                 to_store.push(Batch {
                     instance_id: instance,
                     sequence: batch.sequence,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fulcrum_proto::model::quota::{self, TooMany};
 use fulcrum_proto::model::{Key, Provider, ProviderType, RouteStrategy, routing};
 use fulcrum_proto::pb;
 use fulcrum_protocol::{StreamTranslator, TranslateError};
@@ -350,7 +351,7 @@ impl Attempts<'_> {
                             ProxyError::NoUsableKey(candidate.provider.name.clone())
                         }));
                     }
-                    match pool.pick(now_ms(), &tried) {
+                    match pool.pick_for(now_ms(), &tried, candidate.model) {
                         Pick::Key(entry) => {
                             attempts += 1;
                             tried.push(Arc::clone(&entry.key));
@@ -625,19 +626,45 @@ impl Attempts<'_> {
         let outcome = Outcome::classify(status, response.headers());
         if outcome != Outcome::Success {
             let now = now_ms();
+            let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+            // Read first: a 429's body tells a short rate limit from a used-up quota.
+            let body = read_bounded(response, deadline).await;
             match outcome {
                 Outcome::RateLimited { retry_after } => {
                     let wait = retry_after.unwrap_or(settings.cooldown_default);
                     let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-                    entry.local.record_rate_limited(now.saturating_add(wait_ms));
                     let asked_ms = if retry_after.is_some() { wait_ms } else { 0 };
-                    self.report(
-                        key,
-                        pb::KeyEventKind::RateLimited,
-                        asked_ms,
-                        Some(status),
-                        "429 from upstream",
-                    );
+                    match quota::classify_429(provider.provider_type, &body) {
+                        TooMany::RateLimited => {
+                            entry.local.record_rate_limited(now.saturating_add(wait_ms));
+                            self.report(
+                                key,
+                                pb::KeyEventKind::RateLimited,
+                                asked_ms,
+                                Some(status),
+                                "429 from upstream",
+                            );
+                        }
+                        TooMany::QuotaExhausted { daily, per_model } => {
+                            // A per-model quota leaves the key to other models: only the
+                            // control plane's decision (pushed back within moments) skips
+                            // it for this model; this request moves to another key.
+                            if !per_model {
+                                entry.local.record_rate_limited(now.saturating_add(wait_ms));
+                            }
+                            self.events.report(pb::KeyEvent {
+                                key_id: key.id.clone(),
+                                kind: pb::KeyEventKind::QuotaExhausted as i32,
+                                at_unix_ms: now,
+                                retry_after_ms: asked_ms,
+                                http_status: u32::from(status.as_u16()),
+                                detail: "quota used up (429)".into(),
+                                model: candidate.model.to_string(),
+                                per_model,
+                                daily,
+                            });
+                        }
+                    }
                 }
                 Outcome::Refused => {
                     entry.local.record_refused(now);
@@ -654,8 +681,6 @@ impl Attempts<'_> {
                 }
                 Outcome::ClientError | Outcome::Success => {}
             }
-            let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-            let body = read_bounded(response, deadline).await;
             let masked = match std::str::from_utf8(&body) {
                 Ok(text) => Bytes::from(upstream::mask_in(text, key.secret.expose())),
                 Err(_) => body,
@@ -767,6 +792,7 @@ impl Attempts<'_> {
             retry_after_ms,
             http_status: status.map_or(0, |s| u32::from(s.as_u16())),
             detail: detail.to_string(),
+            ..Default::default()
         });
     }
 }

@@ -907,6 +907,7 @@ mod tests {
             state_reason: String::new(),
             state_until_unix_ms: 0,
             proxy: None,
+            exhausted_models: Box::default(),
         })
     }
 
@@ -1158,6 +1159,7 @@ mod speed {
             state_reason: String::new(),
             state_until_unix_ms: 0,
             proxy: None,
+            exhausted_models: Box::default(),
         });
         let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}"#;
         let n = 200_000;

@@ -64,6 +64,9 @@ impl Reporter {
 
 fn event(key_id: &str, kind: pb::KeyEventKind, retry_after_ms: i64, status: u32) -> pb::KeyEvent {
     pb::KeyEvent {
+        model: String::new(),
+        per_model: false,
+        daily: false,
         key_id: key_id.into(),
         kind: kind as i32,
         at_unix_ms: std::time::SystemTime::now()
@@ -88,6 +91,7 @@ async fn setup(control: &ControlPlaneHandle, secrets: &[&str]) -> Vec<String> {
         .unwrap();
     let added = admin
         .add_keys(pb::AddKeysRequest {
+            validate: false,
             provider: "main".into(),
             keys: secrets.iter().map(|s| s.to_string()).collect(),
             ..Default::default()

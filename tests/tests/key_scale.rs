@@ -373,9 +373,14 @@ async fn hundred_thousand_keys_import_page_and_export() {
             .starts_with("added 100000, duplicates 0, invalid 1, skipped 1"),
         "{out:?}"
     );
-    // The invalid line is named by its place in the file, and only it.
+    // The invalid line is named by its place in the file, and only it; the one other
+    // line says the added keys are being probed (validation is on by default).
     assert!(out.stderr.contains("line 503: invalid"), "{out:?}");
-    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("probing the 100000 added keys now"),
+        "{out:?}"
+    );
+    assert_eq!(out.stderr.lines().count(), 2, "{out:?}");
 
     // A connected data plane holds every key.
     plane.wait_for_revision(control.store().revision()).await;

@@ -379,6 +379,7 @@ async fn fails_over_to_the_next_provider_that_serves_the_model() {
         .unwrap();
     let added = admin
         .add_keys(pb::AddKeysRequest {
+            validate: false,
             provider: "backup".into(),
             keys: vec!["sk-backup-0123456789".into()],
             ..Default::default()

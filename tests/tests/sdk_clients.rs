@@ -81,6 +81,7 @@ async fn start() -> (PathBuf, Fleet) {
         let key = format!("broken-{}-key-0001", p.name);
         admin
             .add_keys(pb::AddKeysRequest {
+                validate: false,
                 provider: name.clone(),
                 keys: vec![key.clone()],
                 ..Default::default()

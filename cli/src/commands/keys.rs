@@ -41,6 +41,13 @@ pub enum KeysCommand {
         /// the provider's assignment.
         #[arg(long, value_name = "URL", value_parser = Secretive(parse_proxy))]
         proxy: Option<String>,
+        /// Probe the added keys right away (the default): the control plane's validation
+        /// scheduler runs the probes within its concurrency and rate limits.
+        #[arg(long, overrides_with = "no_validate")]
+        validate: bool,
+        /// Add the keys without probing them now.
+        #[arg(long, overrides_with = "validate")]
+        no_validate: bool,
     },
     /// Print keys one a line, masked; `--reveal` prints the full secrets, which
     /// `keys add --file` takes back. `-o json` gives every field.
@@ -53,6 +60,30 @@ pub enum KeysCommand {
         /// Print the full secrets (the output is then as sensitive as the keys).
         #[arg(long)]
         reveal: bool,
+    },
+    /// Probe keys now and show what each probe found, then a summary by state.
+    ///
+    /// Progress goes to stderr as each probe ends; the summary to stdout. Disabled keys are
+    /// never probed.
+    #[command(group(ArgGroup::new("which").required(true).args(["ids", "state", "all"])))]
+    Validate {
+        /// Key ids.
+        #[arg(value_parser = parse_key_id)]
+        ids: Vec<String>,
+        /// Every key in this state (active, cooling, exhausted, failing or invalid).
+        #[arg(long)]
+        state: Option<KeyState>,
+        /// Every key that is not disabled.
+        #[arg(long)]
+        all: bool,
+        /// Only keys of this provider.
+        #[arg(long, value_parser = parse_provider_name)]
+        provider: Option<String>,
+    },
+    /// A key's state changes, oldest first: when, from, to, why, and who decided.
+    History {
+        #[arg(value_parser = parse_key_id)]
+        id: String,
     },
     /// List keys (masked), in id order.
     List {
@@ -101,6 +132,8 @@ pub async fn run(
             keys,
             file,
             proxy,
+            no_validate,
+            ..
         } => {
             add(
                 client,
@@ -109,6 +142,7 @@ pub async fn run(
                 keys,
                 file.as_ref(),
                 proxy.as_deref(),
+                !*no_validate,
             )
             .await
         }
@@ -117,6 +151,21 @@ pub async fn run(
             state,
             reveal,
         } => export(client, format, provider.as_deref(), *state, *reveal).await,
+        KeysCommand::Validate {
+            ids,
+            state,
+            all,
+            provider,
+        } => {
+            let request = pb::ValidateKeysRequest {
+                ids: ids.clone(),
+                state: state.map_or(pb::KeyState::Unspecified, KeyState::to_pb) as i32,
+                all: *all,
+                provider: provider.clone().unwrap_or_default(),
+            };
+            validate(client, format, request).await
+        }
+        KeysCommand::History { id } => history(client, format, id).await,
         KeysCommand::List {
             provider,
             state,
@@ -188,6 +237,7 @@ async fn add(
     args: &[String],
     file: Option<&PathBuf>,
     proxy: Option<&str>,
+    validate: bool,
 ) -> anyhow::Result<()> {
     let mut lines: Vec<String> = args.to_vec();
     let mut origin = Origin {
@@ -207,6 +257,7 @@ async fn add(
         provider: provider.to_string(),
         keys: lines,
         proxy: proxy.unwrap_or_default().to_string(),
+        validate,
     });
     request.set_timeout(client::BULK_TIMEOUT);
     let response = client.add_keys(request).await?.into_inner();
@@ -242,8 +293,15 @@ async fn add(
             "invalid": response.invalid,
             "skipped": response.skipped,
             "revision": response.revision,
+            "validating": validate && response.added > 0,
             "results": results,
         }));
+    }
+    if validate && response.added > 0 {
+        output::note(&format!(
+            "probing the {} added keys now; `fulcrumctl keys list` shows what the probes found",
+            response.added
+        ));
     }
     let mut text = format!(
         "added {}, duplicates {}, invalid {}, skipped {} (revision {})\n",
@@ -341,15 +399,170 @@ async fn list(
         return Ok(());
     }
     let now = output::now_unix_ms();
-    let mut table = Table::new(["ID", "PROVIDER", "KEY", "STATE", "REASON", "UNTIL"]);
+    let mut table = Table::new([
+        "ID",
+        "PROVIDER",
+        "KEY",
+        "STATE",
+        "REASON",
+        "UNTIL",
+        "NEXT PROBE",
+        "LAST SUCCESS",
+        "FAILURES",
+    ]);
     for k in &keys {
+        let mut state = output::key_state_name(k.state).to_string();
+        let exhausted: Vec<&str> = k
+            .exhausted_models
+            .iter()
+            .filter(|m| m.until_unix_ms > now)
+            .map(|m| m.model.as_str())
+            .collect();
+        if !exhausted.is_empty() {
+            state = format!("{state} (exhausted: {})", exhausted.join(", "));
+        }
         table.row(vec![
             k.id.clone(),
             k.provider.clone(),
             k.masked.clone(),
-            output::key_state_name(k.state).to_string(),
+            state,
             output::or_dash(&k.state_reason),
             output::until(k.state_until_unix_ms, now),
+            output::until(k.next_probe_unix_ms, now),
+            output::ago(k.last_success_unix_ms, now),
+            k.failures.to_string(),
+        ]);
+    }
+    output::print(&table.render())
+}
+
+// === validate ===
+
+async fn validate(
+    client: &mut AdminClient,
+    format: Format,
+    request: pb::ValidateKeysRequest,
+) -> anyhow::Result<()> {
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(client::BULK_TIMEOUT);
+    let mut stream = client.validate_keys(request).await?.into_inner();
+    let mut results = Vec::new();
+    let mut summary = None;
+    while let Some(message) = stream.message().await? {
+        match message.event {
+            Some(pb::validate_keys_response::Event::Result(r)) => {
+                output::note(&format!(
+                    "[{}/{}] {} {} {}: {} ({}){}",
+                    r.done,
+                    r.total,
+                    r.id,
+                    r.provider,
+                    r.masked,
+                    output::key_state_name(r.state),
+                    output::millis(r.latency_ms),
+                    if r.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", r.reason)
+                    }
+                ));
+                results.push(r);
+            }
+            Some(pb::validate_keys_response::Event::Summary(s)) => summary = Some(s),
+            None => {}
+        }
+    }
+    let summary = summary.context("the control plane ended the validation without a summary")?;
+    if format == Format::Json {
+        let results: Vec<Value> = results
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "provider": r.provider,
+                    "masked": r.masked,
+                    "state": output::key_state_name(r.state),
+                    "reason": r.reason,
+                    "latency_ms": r.latency_ms,
+                })
+            })
+            .collect();
+        return output::print_json(&json!({
+            "probed": summary.probed,
+            "skipped": summary.skipped,
+            "states": output::key_counts_json(&summary.states),
+            "results": results,
+        }));
+    }
+    let mut table = Table::new(["STATE", "KEYS"]);
+    for (state, count) in output::key_counts(&summary.states) {
+        if count > 0 {
+            table.row(vec![state.to_string(), count.to_string()]);
+        }
+    }
+    let mut text = format!(
+        "probed {}, skipped {} (disabled or already being probed)\n",
+        summary.probed, summary.skipped
+    );
+    if !table.is_empty() {
+        text.push_str(&table.render());
+    }
+    output::print(&text)
+}
+
+// === history ===
+
+async fn history(client: &mut AdminClient, format: Format, id: &str) -> anyhow::Result<()> {
+    let response = client
+        .get_key_history(pb::GetKeyHistoryRequest { id: id.to_string() })
+        .await?
+        .into_inner();
+    if format == Format::Json {
+        let transitions: Vec<Value> = response
+            .transitions
+            .iter()
+            .map(|t| {
+                json!({
+                    "at_unix_ms": t.at_unix_ms,
+                    "from": output::key_state_name(t.from),
+                    "to": output::key_state_name(t.to),
+                    "reason": t.reason,
+                    "source": t.source,
+                    "model": t.model,
+                    "until_unix_ms": t.until_unix_ms,
+                })
+            })
+            .collect();
+        return output::print_json(&json!({
+            "key": response.key.as_ref().map(output::key_json),
+            "transitions": transitions,
+        }));
+    }
+    if let Some(key) = &response.key {
+        output::note(&format!(
+            "key {} ({} {}) is {}",
+            key.id,
+            key.provider,
+            key.masked,
+            output::key_state_name(key.state)
+        ));
+    }
+    if response.transitions.is_empty() {
+        output::note("no state changes recorded");
+        return Ok(());
+    }
+    let mut table = Table::new([
+        "AT (UTC)", "FROM", "TO", "MODEL", "UNTIL", "SOURCE", "REASON",
+    ]);
+    for t in &response.transitions {
+        table.row(vec![
+            output::utc_time(t.at_unix_ms),
+            output::key_state_name(t.from).to_string(),
+            output::key_state_name(t.to).to_string(),
+            output::or_dash(&t.model),
+            output::utc_time(t.until_unix_ms),
+            output::or_dash(&t.source),
+            output::or_dash(&t.reason),
         ]);
     }
     output::print(&table.render())

@@ -1,7 +1,8 @@
 //! The control plane's durable state in sled.
 //!
 //! Trees: `meta` (revision, store id), `changelog` (revision -> what it touched),
-//! `providers`, `keys`, `routes`, `client_tokens`, `settings`. Values are the `fulcrum.v1`
+//! `providers`, `keys`, `routes`, `client_tokens`, `settings`, and two that never reach
+//! the config stream: `key_history` and `key_schedule` (see `crate::transitions`). Values are the `fulcrum.v1`
 //! protobuf messages (settings: the raw value string). The request and error logs live in
 //! trees of the same database that `crate::logs` owns and writes on its own.
 //!
@@ -46,10 +47,15 @@ pub enum TreeId {
     Routes = 4,
     ClientTokens = 5,
     Settings = 6,
+    /// Each key's last state transitions (`pb::KeyHistory`); not on the config stream.
+    KeyHistory = 7,
+    /// The validation scheduler's record of each key (`pb::KeySchedule`); not on the
+    /// config stream.
+    KeySchedule = 8,
 }
 
 impl TreeId {
-    const ALL: [TreeId; 7] = [
+    const ALL: [TreeId; 9] = [
         TreeId::Meta,
         TreeId::Changelog,
         TreeId::Providers,
@@ -57,6 +63,8 @@ impl TreeId {
         TreeId::Routes,
         TreeId::ClientTokens,
         TreeId::Settings,
+        TreeId::KeyHistory,
+        TreeId::KeySchedule,
     ];
 
     fn name(self) -> &'static str {
@@ -68,6 +76,8 @@ impl TreeId {
             TreeId::Routes => "routes",
             TreeId::ClientTokens => "client_tokens",
             TreeId::Settings => "settings",
+            TreeId::KeyHistory => "key_history",
+            TreeId::KeySchedule => "key_schedule",
         }
     }
 
@@ -79,7 +89,9 @@ impl TreeId {
             TreeId::Routes => pb::ResourceKind::Route,
             TreeId::ClientTokens => pb::ResourceKind::ClientToken,
             TreeId::Settings => pb::ResourceKind::Setting,
-            TreeId::Meta | TreeId::Changelog => pb::ResourceKind::Unspecified,
+            TreeId::Meta | TreeId::Changelog | TreeId::KeyHistory | TreeId::KeySchedule => {
+                pb::ResourceKind::Unspecified
+            }
         }
     }
 }
@@ -457,7 +469,12 @@ impl Tx<'_> {
         Ok(existed)
     }
 
+    /// Notes a change of a resource for the change log; trees that hold no resource of the
+    /// config stream (history, schedule) are written without bumping the revision.
     fn note(&self, tree: TreeId, name: &str) {
+        if tree.kind() == pb::ResourceKind::Unspecified {
+            return;
+        }
         self.changed.borrow_mut().push(pb::ResourceRef {
             kind: tree.kind() as i32,
             name: name.to_string(),

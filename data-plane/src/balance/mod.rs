@@ -177,6 +177,12 @@ impl KeyPool {
     /// The next usable key in round-robin order, skipping keys already tried for this
     /// request (by id).
     pub fn pick(&self, now_ms: i64, tried: &[Arc<Key>]) -> Pick {
+        self.pick_for(now_ms, tried, "")
+    }
+
+    /// [`KeyPool::pick`] for a request of `model`: keys whose quota for that model is used
+    /// up are skipped too (an empty slice check per key when none is, which is the rule).
+    pub fn pick_for(&self, now_ms: i64, tried: &[Arc<Key>], model: &str) -> Pick {
         let n = self.entries.len();
         if n == 0 {
             return Pick::Exhausted;
@@ -188,6 +194,9 @@ impl KeyPool {
             let was_tried = tried
                 .iter()
                 .any(|t| Arc::ptr_eq(t, &entry.key) || t.id == entry.key.id);
+            if !model.is_empty() && entry.key.exhausted_for(model, now_ms) {
+                continue;
+            }
             if !was_tried && entry.usable(now_ms) {
                 // Move the counter past the keys skipped, so that their share spreads over
                 // the usable keys instead of all landing on the one after them.
@@ -298,6 +307,7 @@ mod tests {
             state_reason: String::new(),
             state_until_unix_ms: until,
             proxy: None,
+            exhausted_models: Box::default(),
         })
     }
 

@@ -5,6 +5,7 @@
 
 mod names;
 pub mod outbound;
+pub mod quota;
 mod resources;
 pub mod routing;
 mod secret;

@@ -278,6 +278,25 @@ pub struct Key {
     pub state_until_unix_ms: i64,
     /// A proxy pinned to this key; `None`: the provider's assignment.
     pub proxy: Option<ProxyUrl>,
+    /// Models whose quota this key has used up, each with its reset time (Unix ms).
+    /// Almost always empty; a handful of entries at most.
+    pub exhausted_models: Box<[(Box<str>, i64)]>,
+}
+
+impl Key {
+    /// Whether the key's quota for `model` is used up at `now_ms`.
+    pub fn exhausted_for(&self, model: &str, now_ms: i64) -> bool {
+        self.exhausted_models
+            .iter()
+            .any(|(m, until)| *until > now_ms && m.as_ref() == model)
+    }
+}
+
+fn exhausted_models(k: &pb::ProviderKey) -> Box<[(Box<str>, i64)]> {
+    k.exhausted_models
+        .iter()
+        .map(|m| (Box::from(m.model.as_str()), m.until_unix_ms))
+        .collect()
 }
 
 impl Key {
@@ -320,6 +339,7 @@ impl TryFrom<&pb::ProviderKey> for Key {
             state_reason: k.state_reason.clone(),
             state_until_unix_ms: k.state_until_unix_ms,
             proxy,
+            exhausted_models: exhausted_models(k),
         })
     }
 }
@@ -331,6 +351,7 @@ impl TryFrom<pb::ProviderKey> for Key {
 
     fn try_from(k: pb::ProviderKey) -> Result<Self, Self::Error> {
         let (state, proxy) = Key::check(&k)?;
+        let exhausted_models = exhausted_models(&k);
         Ok(Self {
             id: k.id,
             provider: k.provider,
@@ -339,6 +360,7 @@ impl TryFrom<pb::ProviderKey> for Key {
             state_reason: k.state_reason,
             state_until_unix_ms: k.state_until_unix_ms,
             proxy,
+            exhausted_models,
         })
     }
 }

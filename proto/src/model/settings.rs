@@ -26,6 +26,8 @@ pub enum SettingKind {
     ThinkingBudgets,
     /// Model names or globs separated by commas; empty for none.
     ModelGlobs,
+    /// One model name: no spaces, no `/`, at most 128 characters.
+    ModelName,
 }
 
 /// Largest thinking budget accepted: Gemini's largest (2.5 Pro).
@@ -171,6 +173,72 @@ pub const SETTINGS: &[SettingSpec] = &[
         description: "further attempts on other keys or providers after a retryable failure",
     },
     SettingSpec {
+        name: "probe_backoff_base_ms",
+        default: "60000",
+        kind: SettingKind::Integer {
+            min: 1,
+            max: 86_400_000,
+        },
+        description: "first wait before a failing or invalid key is probed again, in milliseconds; it doubles with every failed probe (with jitter) up to probe_backoff_max_ms",
+    },
+    SettingSpec {
+        name: "probe_backoff_max_ms",
+        default: "3600000",
+        kind: SettingKind::Integer {
+            min: 1,
+            max: 604_800_000,
+        },
+        description: "longest wait between probes of a failing or invalid key, in milliseconds",
+    },
+    SettingSpec {
+        name: "probe_concurrency",
+        default: "8",
+        kind: SettingKind::Integer { min: 1, max: 1_000 },
+        description: "probes in flight at once, for the whole cluster (only the control plane probes)",
+    },
+    SettingSpec {
+        name: "probe_idle_recheck_ms",
+        default: "86400000",
+        kind: SettingKind::Integer {
+            min: 0,
+            max: 2_592_000_000,
+        },
+        description: "an active key with no traffic and no probe for this long is probed again, in milliseconds; 0 turns it off",
+    },
+    SettingSpec {
+        name: "probe_rate_per_minute",
+        default: "60",
+        kind: SettingKind::Integer {
+            min: 1,
+            max: 6_000_000,
+        },
+        description: "most probes started per minute against one provider, evenly spaced, so probing never trips the provider's own rate limits",
+    },
+    SettingSpec {
+        name: "probe_timeout_ms",
+        default: "10000",
+        kind: SettingKind::Integer {
+            min: 100,
+            max: 120_000,
+        },
+        description: "time allowed for one probe, connect to last byte, in milliseconds; a probe that takes longer counts as a failure",
+    },
+    SettingSpec {
+        name: "probe_vertex_model",
+        default: "gemini-2.5-flash-lite",
+        kind: SettingKind::ModelName,
+        description: "model asked for a one-token generation when probing a Vertex Express key (Vertex has no key-scoped model listing)",
+    },
+    SettingSpec {
+        name: "quota_reset_default_ms",
+        default: "3600000",
+        kind: SettingKind::Integer {
+            min: 1,
+            max: 604_800_000,
+        },
+        description: "how long a key (or one of its models) stays exhausted when the quota's reset time is not known (OpenAI insufficient_quota, non-daily quotas), in milliseconds",
+    },
+    SettingSpec {
         name: "request_log_buffer",
         default: "10000",
         kind: SettingKind::Integer {
@@ -243,6 +311,21 @@ impl SettingSpec {
             SettingKind::ModelGlobs => {
                 let parsed = parse_model_globs(value).map_err(|why| self.invalid(value, &why))?;
                 Ok(parsed.join(","))
+            }
+            SettingKind::ModelName => {
+                let plausible = !value.is_empty()
+                    && value.len() <= 128
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+                if plausible {
+                    Ok(value.to_string())
+                } else {
+                    Err(self.invalid(
+                        value,
+                        "expected a model name (letters, digits, - _ . : @; at most 128)",
+                    ))
+                }
             }
             SettingKind::Integer { min, max } => match value.parse::<u64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n.to_string()),
@@ -400,6 +483,22 @@ pub struct Settings {
     pub max_request_body_bytes: u64,
     pub max_retries: u32,
     pub wait_budget: Duration,
+    /// First backoff of a failing or invalid key's probes (`probe_backoff_base_ms`).
+    pub probe_backoff_base: Duration,
+    /// Longest backoff between probes (`probe_backoff_max_ms`).
+    pub probe_backoff_max: Duration,
+    /// Probes in flight at once, cluster-wide (`probe_concurrency`).
+    pub probe_concurrency: u32,
+    /// Idle time after which an active key is probed again; `None` when off.
+    pub probe_idle_recheck: Option<Duration>,
+    /// Probes started per minute against one provider (`probe_rate_per_minute`).
+    pub probe_rate_per_minute: u32,
+    /// Deadline of one probe (`probe_timeout_ms`).
+    pub probe_timeout: Duration,
+    /// Model of the one-token generation that probes a Vertex Express key.
+    pub probe_vertex_model: String,
+    /// How long an exhausted quota with no known reset time lasts.
+    pub quota_reset_default: Duration,
     allow_image_urls: bool,
     pub error_log_retention: Duration,
     pub log_level: String,
@@ -473,6 +572,17 @@ impl Settings {
             max_request_body_bytes: int("max_request_body_bytes")?,
             max_retries: small("max_retries")?,
             wait_budget: Duration::from_millis(int("wait_budget_ms")?),
+            probe_backoff_base: Duration::from_millis(int("probe_backoff_base_ms")?),
+            probe_backoff_max: Duration::from_millis(int("probe_backoff_max_ms")?),
+            probe_concurrency: small("probe_concurrency")?,
+            probe_idle_recheck: match int("probe_idle_recheck_ms")? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            probe_rate_per_minute: small("probe_rate_per_minute")?,
+            probe_timeout: Duration::from_millis(int("probe_timeout_ms")?),
+            probe_vertex_model: get("probe_vertex_model")?,
+            quota_reset_default: Duration::from_millis(int("quota_reset_default_ms")?),
         })
     }
 

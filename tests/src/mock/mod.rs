@@ -147,6 +147,8 @@ pub struct RecordedRequest {
     /// Header names are lowercase; values are lossily decoded as UTF-8.
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// When it arrived (before its body was read).
+    pub received_at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -341,8 +343,15 @@ impl MockUpstream {
         lock(&self.inner.recorded).clear();
     }
 
+    /// The most requests that were being answered at once since the start (or the last
+    /// [`MockUpstream::reset_counts`]).
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.max_in_flight.load(Ordering::Relaxed)
+    }
+
     /// Sets every call count to zero (scripts and recorded requests are kept).
     pub fn reset_counts(&self) {
+        self.inner.max_in_flight.store(0, Ordering::Relaxed);
         for state in read(&self.inner.keys).values() {
             state.calls.store(0, Ordering::Relaxed);
         }
@@ -380,6 +389,25 @@ struct Inner {
     record: bool,
     recorded: Mutex<Vec<RecordedRequest>>,
     next_id: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// Counts a request as being answered until it is dropped.
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> Self {
+        let now = inner.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        inner.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        Self(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -404,6 +432,8 @@ impl Inner {
             record,
             recorded: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -596,6 +626,8 @@ impl Call<'_> {
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, request: Request) -> Response {
+    let received_at = std::time::Instant::now();
+    let _in_flight = InFlight::enter(&inner);
     let (parts, body) = request.into_parts();
     inner.total_calls.fetch_add(1, Ordering::Relaxed);
     let protocol = Protocol::detect(&parts.method, parts.uri.path(), &parts.headers);
@@ -634,6 +666,7 @@ async fn handle(State(inner): State<Arc<Inner>>, request: Request) -> Response {
                 })
                 .collect(),
             body: body.clone(),
+            received_at,
         };
         lock(&inner.recorded).push(recorded);
     }
@@ -1027,6 +1060,7 @@ mod tests {
             path: "/v1beta/models/g:streamGenerateContent?alt=sse&key=k".into(),
             headers: Vec::new(),
             body: Bytes::new(),
+            received_at: std::time::Instant::now(),
         };
         assert_eq!(
             request.path_only(),

@@ -1,0 +1,276 @@
+//! Fulcrum's outbound HTTP client, shared by the data plane (upstream calls) and the
+//! control plane (key probes), so that both reach an upstream the same way: hyper's pooled
+//! client over rustls (`ring`, the platform's roots), directly or through the outbound
+//! proxy a key is assigned to (HTTP CONNECT or SOCKS5), with TLS to the upstream on top of
+//! the tunnel so that a proxy never sees a key.
+
+use std::time::Duration;
+
+use fulcrum_proto::model::{ProxyScheme, ProxyUrl};
+use http::{HeaderValue, Uri};
+
+/// The pooled upstream client: hyper's, over rustls with the platform's roots, through
+/// [`Connector`] (direct or one proxy).
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<Connector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+type HttpConnector = hyper_util::client::legacy::connect::HttpConnector;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a connection to an upstream is opened: a TCP connection of its own, an HTTP CONNECT
+/// tunnel through a proxy, or SOCKS5 through a proxy. TLS to the upstream runs on top of
+/// whichever it is, so a proxy never sees the key.
+#[derive(Clone)]
+pub enum Connector {
+    Direct(HttpConnector),
+    Tunnel(hyper_util::client::legacy::connect::proxy::Tunnel<HttpConnector>),
+    Socks5(hyper_util::client::legacy::connect::proxy::SocksV5<HttpConnector>),
+}
+
+type Connecting = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>, BoxError>,
+            > + Send,
+    >,
+>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        match self {
+            Connector::Direct(c) => c.poll_ready(cx).map_err(Into::into),
+            Connector::Tunnel(c) => c.poll_ready(cx).map_err(Into::into),
+            Connector::Socks5(c) => c.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, dst: Uri) -> Connecting {
+        // Proxies are asked for host:port; hyper-util's tunnel assumes 443 without a port,
+        // wrong for a plain-HTTP upstream.
+        let dst = with_port(dst);
+        match self {
+            Connector::Direct(c) => {
+                let connecting = c.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            Connector::Tunnel(c) => {
+                let connecting = c.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            Connector::Socks5(c) => {
+                let connecting = c.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+        }
+    }
+}
+
+/// `dst` with its scheme's default port written out.
+fn with_port(dst: Uri) -> Uri {
+    if dst.port().is_some() {
+        return dst;
+    }
+    let port = if dst.scheme() == Some(&http::uri::Scheme::HTTP) {
+        80
+    } else {
+        443
+    };
+    let Some(host) = dst.host() else { return dst };
+    let authority = format!("{host}:{port}");
+    let mut parts = dst.clone().into_parts();
+    match authority.parse() {
+        Ok(authority) => {
+            parts.authority = Some(authority);
+            Uri::from_parts(parts).unwrap_or(dst)
+        }
+        Err(_) => dst,
+    }
+}
+
+/// The upstream clients of one connect timeout: the direct one, built at once, and one per
+/// outbound proxy, each built the first time a key assigned to that proxy is used and then
+/// kept (and its connection pool with it) until the connect timeout changes.
+pub struct Clients {
+    connect_timeout: Duration,
+    tls: rustls::ClientConfig,
+    direct: Client,
+    proxied: std::sync::RwLock<std::collections::HashMap<ProxyUrl, Client>>,
+}
+
+impl Clients {
+    pub fn new(connect_timeout: Duration) -> Result<Self, String> {
+        let tls = tls_config()?;
+        let direct = build_client(&tls, Connector::Direct(http_connector(connect_timeout)));
+        Ok(Self {
+            connect_timeout,
+            tls,
+            direct,
+            proxied: std::sync::RwLock::default(),
+        })
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The client for calls through `proxy` (`None`: direct).
+    pub fn get(&self, proxy: Option<&ProxyUrl>) -> Result<Client, String> {
+        let Some(proxy) = proxy else {
+            return Ok(self.direct.clone());
+        };
+        // A poisoned lock only means another thread panicked while inserting: the map
+        // itself is still whole.
+        if let Some(client) = self
+            .proxied
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(proxy)
+        {
+            return Ok(client.clone());
+        }
+        let client = build_client(&self.tls, proxy_connector(proxy, self.connect_timeout)?);
+        let mut proxied = self
+            .proxied
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(proxied.entry(proxy.clone()).or_insert(client).clone())
+    }
+
+    /// How many proxy clients exist (for tests and metrics).
+    pub fn proxied_len(&self) -> usize {
+        self.proxied
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// The connector that reaches upstreams through `proxy`.
+fn proxy_connector(proxy: &ProxyUrl, connect_timeout: Duration) -> Result<Connector, String> {
+    use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
+    let parts = proxy.parts();
+    let scheme = match parts.scheme {
+        ProxyScheme::Http => "http",
+        ProxyScheme::Socks5 => "socks5",
+    };
+    let proxy_uri: Uri = format!("{scheme}://{}", parts.authority)
+        .parse()
+        .map_err(|_| format!("proxy {proxy} is not a usable address"))?;
+    let http = http_connector(connect_timeout);
+    Ok(match parts.scheme {
+        ProxyScheme::Http => {
+            let mut tunnel = Tunnel::new(proxy_uri, http);
+            if let Some((user, password)) = parts.credentials {
+                let token = base64(format!("{user}:{password}").as_bytes());
+                let mut value = HeaderValue::from_str(&format!("Basic {token}"))
+                    .map_err(|_| format!("proxy {proxy} has unusable credentials"))?;
+                value.set_sensitive(true);
+                tunnel = tunnel.with_auth(value);
+            }
+            Connector::Tunnel(tunnel)
+        }
+        ProxyScheme::Socks5 => {
+            let mut socks = SocksV5::new(proxy_uri, http);
+            if let Some((user, password)) = parts.credentials {
+                socks = socks.with_auth(user.to_string(), password.to_string());
+            }
+            Connector::Socks5(socks)
+        }
+    })
+}
+
+/// Standard base64 with padding, for a proxy's Basic credentials.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// rustls with `ring` passed in (no process-wide provider needed) and the platform's roots.
+pub fn tls_config() -> Result<rustls::ClientConfig, String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls versions: {e}"))?
+        .with_platform_verifier()
+        .map_err(|e| format!("tls roots: {e}"))?
+        .with_no_client_auth())
+}
+
+fn http_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.set_keepalive(Some(Duration::from_secs(30)));
+    http
+}
+
+/// A pooled client over `connector`: keep-alive, HTTP/2 where the upstream offers it over
+/// TLS (ALPN). Redirects are never followed: an upstream that moves must be reconfigured,
+/// and a redirect must not carry a key to another host.
+fn build_client(tls: &rustls::ClientConfig, connector: Connector) -> Client {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(connector);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_credentials_and_ports() {
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b""), "");
+        let with = |s: &str| with_port(s.parse().unwrap()).to_string();
+        assert_eq!(with("http://h/v1/x"), "http://h:80/v1/x");
+        assert_eq!(with("https://h/v1"), "https://h:443/v1");
+        assert_eq!(with("http://h:8080/v1"), "http://h:8080/v1");
+    }
+
+    #[tokio::test]
+    async fn one_client_per_proxy() {
+        let clients = Clients::new(Duration::from_secs(1)).unwrap();
+        let a = ProxyUrl::parse("http://127.0.0.1:9").unwrap();
+        let b = ProxyUrl::parse("socks5://u:p@127.0.0.1:9").unwrap();
+        clients.get(None).unwrap();
+        assert_eq!(clients.proxied_len(), 0);
+        clients.get(Some(&a)).unwrap();
+        clients.get(Some(&a)).unwrap();
+        clients.get(Some(&b)).unwrap();
+        assert_eq!(clients.proxied_len(), 2);
+    }
+}
