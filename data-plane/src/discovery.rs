@@ -50,9 +50,59 @@ fn control_plane(config: &Config) -> Result<(Endpoint, MetadataValue<Ascii>), Er
     Ok((endpoint, authorization))
 }
 
+/// The control plane's endpoint, with TLS from files read again at every connect: a
+/// renewed client certificate (or CA) is used from the next connection on, without a
+/// restart. A set of files that no longer loads keeps the last good one, with a warning.
+pub struct ControlPlaneEndpoint {
+    plain: Endpoint,
+    files: Option<fulcrum_listen::ClientTlsFiles>,
+    last_good: std::sync::Mutex<Endpoint>,
+}
+
+impl ControlPlaneEndpoint {
+    /// Without TLS files (plain, or https with the system's CAs as `plain` says).
+    pub fn new(plain: Endpoint) -> Self {
+        Self {
+            last_good: std::sync::Mutex::new(plain.clone()),
+            plain,
+            files: None,
+        }
+    }
+
+    pub fn uri(&self) -> &http::Uri {
+        self.plain.uri()
+    }
+
+    fn with_files(
+        plain: &Endpoint,
+        files: &fulcrum_listen::ClientTlsFiles,
+    ) -> Result<Endpoint, String> {
+        let config = files.tonic_config().map_err(|e| e.to_string())?;
+        plain
+            .clone()
+            .tls_config(config)
+            .map_err(|e| Chain(&e).to_string())
+    }
+
+    /// The endpoint to connect with now.
+    pub fn current(&self) -> Endpoint {
+        let mut last_good = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(files) = &self.files {
+            match Self::with_files(&self.plain, files) {
+                Ok(endpoint) => *last_good = endpoint,
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "control plane TLS files do not load; connecting with the last good ones"
+                ),
+            }
+        }
+        last_good.clone()
+    }
+}
+
 /// The config stream client of one data plane.
 pub(crate) struct Discovery {
-    endpoint: Endpoint,
+    endpoint: Arc<ControlPlaneEndpoint>,
     /// `Bearer <join token>`, marked sensitive so that it never shows in debug output.
     authorization: MetadataValue<Ascii>,
     node: pb::Node,
@@ -71,7 +121,7 @@ impl Discovery {
     ) -> Result<Self, Error> {
         let (endpoint, authorization) = control_plane(config)?;
         Ok(Self {
-            endpoint,
+            endpoint: Arc::new(ControlPlaneEndpoint::new(endpoint)),
             authorization,
             node: pb::Node {
                 id: config.node_id.clone(),
@@ -99,20 +149,21 @@ impl Discovery {
                 self.endpoint.uri()
             )));
         }
-        let config = files
-            .tonic_config()
-            .map_err(|e| Error::ControlPlaneTls(e.to_string()))?;
-        self.endpoint = self
-            .endpoint
-            .tls_config(config)
-            .map_err(|e| Error::ControlPlaneTls(Chain(&e).to_string()))?;
+        // Read now, so that a bad file fails the start; read again at every connect.
+        let endpoint = ControlPlaneEndpoint::with_files(&self.endpoint.plain, files)
+            .map_err(Error::ControlPlaneTls)?;
+        self.endpoint = Arc::new(ControlPlaneEndpoint {
+            plain: self.endpoint.plain.clone(),
+            files: Some(files.clone()),
+            last_good: std::sync::Mutex::new(endpoint),
+        });
         Ok(self)
     }
 
     /// The control plane's endpoint and authorization header, checked once in [`Self::new`],
     /// for the other streams to the same control plane.
-    pub(crate) fn connection(&self) -> (Endpoint, MetadataValue<Ascii>) {
-        (self.endpoint.clone(), self.authorization.clone())
+    pub(crate) fn connection(&self) -> (Arc<ControlPlaneEndpoint>, MetadataValue<Ascii>) {
+        (Arc::clone(&self.endpoint), self.authorization.clone())
     }
 
     /// Streams config until `stop` turns true (or its sender goes away), reconnecting
@@ -157,6 +208,7 @@ impl Discovery {
     async fn stream(&self, backoff: &mut Backoff) -> Result<(), StreamError> {
         let channel = self
             .endpoint
+            .current()
             .connect()
             .await
             .map_err(StreamError::Connect)?;

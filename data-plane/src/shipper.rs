@@ -29,7 +29,6 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::GrpcMethod;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Endpoint;
 use tracing::{debug, warn};
 
 use crate::records::Record;
@@ -516,7 +515,7 @@ impl prost::Message for EncodedReport {
 
 /// The sending side: one task per data plane.
 pub struct Shipper {
-    endpoint: Endpoint,
+    endpoint: Arc<crate::discovery::ControlPlaneEndpoint>,
     authorization: MetadataValue<Ascii>,
     node: pb::Node,
     instance_id: String,
@@ -530,7 +529,7 @@ pub struct Shipper {
 
 impl Shipper {
     pub fn new(
-        endpoint: Endpoint,
+        endpoint: Arc<crate::discovery::ControlPlaneEndpoint>,
         authorization: MetadataValue<Ascii>,
         node: pb::Node,
         instance_id: String,
@@ -743,6 +742,7 @@ impl Shipper {
     async fn stream(&mut self, tick: &mut Interval, until_empty: bool) -> Result<(), String> {
         let channel = self
             .endpoint
+            .current()
             .connect()
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -977,7 +977,9 @@ mod tests {
         let (_, _, receivers, stats) = queues();
         stats.drop_records(4);
         let shipper = Shipper::new(
-            Endpoint::from_static("http://127.0.0.1:1"),
+            Arc::new(crate::discovery::ControlPlaneEndpoint::new(
+                tonic::transport::Endpoint::from_static("http://127.0.0.1:1"),
+            )),
             "Bearer join".parse().unwrap(),
             pb::Node {
                 id: "dp-test".into(),
@@ -1062,7 +1064,9 @@ mod tests {
             ..Default::default()
         };
         let shipper = Shipper::new(
-            Endpoint::from_shared(url).unwrap(),
+            Arc::new(crate::discovery::ControlPlaneEndpoint::new(
+                tonic::transport::Endpoint::from_shared(url).unwrap(),
+            )),
             "Bearer join".parse().unwrap(),
             node,
             "instance-1".into(),

@@ -463,3 +463,60 @@ async fn certificates_reload_without_a_restart() {
     dp.stop().await;
     control.stop().await;
 }
+
+/// A renewed client certificate on the data plane's disk is used from its next connection
+/// to the control plane on, without restarting the data plane.
+#[tokio::test]
+async fn a_renewed_data_plane_certificate_is_used_at_the_next_connection() {
+    let pki = Pki::new();
+    let server_files = ServerTlsFiles {
+        cert: pki.control_plane.cert.clone(),
+        key: pki.control_plane.key.clone(),
+        client_ca: Some(pki.ca_path.clone()),
+    };
+    let store = pki.path().join("store");
+    let start = |grpc: std::net::SocketAddr| {
+        let files = server_files.clone();
+        ControlPlaneHandle::start_configured(&store, 10_000, grpc, move |control| {
+            control
+                .with_tls(files, RELOAD_EVERY)
+                .expect("tls files load")
+        })
+    };
+    let control = start("127.0.0.1:0".parse().unwrap()).await;
+    let dp = data_plane(&control, "dp-1", pki.client(&pki.ca, "dp-1"), None).await;
+    dp.wait_for_revision(control.store().revision()).await;
+    let admin = pki.client(&pki.ca, "admin");
+    let identity = |status: pb::GetStatusResponse| {
+        status
+            .data_planes
+            .first()
+            .and_then(|d| d.peer_identity.clone())
+            .map(|p| p.common_name)
+    };
+    assert_eq!(
+        identity(admin_over_tls(&control, &admin).await.unwrap()).as_deref(),
+        Some("dp-1")
+    );
+
+    // The certificate is renewed in place, as cert-manager or an operator would do, and
+    // the control plane restarts: the data plane reconnects with the new certificate.
+    pki.ca.client("dp-1-renewed").write(pki.path(), "dp-1");
+    let grpc = control.grpc_addr;
+    control.stop().await;
+    let control = start(grpc).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = identity(admin_over_tls(&control, &admin).await.unwrap());
+        if seen.as_deref() == Some("dp-1-renewed") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the data plane still presents {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    dp.stop().await;
+    control.stop().await;
+}
