@@ -16,6 +16,7 @@ pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod transitions;
+pub mod ui;
 pub mod web;
 
 use std::future::Future;
@@ -171,9 +172,8 @@ impl ControlPlane {
             .map_err(|e| Error::Startup(format!("cannot load key health from the store: {e}")))?;
         let prober = probe::Prober::new(store.clone(), key_health.clone(), queue)
             .map_err(|e| Error::Startup(format!("cannot load the probe schedule: {e}")))?;
-        let admin = AdminServiceServer::new(
-            Admin::new(store.clone(), nodes.clone()).with_prober(prober.clone()),
-        )
+        let admin_service = Admin::new(store.clone(), nodes.clone()).with_prober(prober.clone());
+        let admin = AdminServiceServer::new(admin_service.clone())
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let (sessions, sessions_done) = sessions::tracker(stop_rx.clone());
@@ -195,7 +195,10 @@ impl ControlPlane {
             sessions.clone(),
         ))
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-        let log_service = LogServiceServer::new(Logs::new(logs.clone(), sessions))
+        let logs_service = Logs::new(logs.clone(), sessions);
+        // The web UI calls the same service implementations as gRPC clients do.
+        let web_ui = ui::Ui::new(admin_service, logs_service.clone(), &tokens.admin);
+        let log_service = LogServiceServer::new(logs_service)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let mut cooldowns = tokio::spawn(key_health.run_cooldown_timer(stop_rx.clone()));
         let mut retention = tokio::spawn(logs::retention::run(logs.clone(), stop_rx.clone()));
@@ -240,6 +243,7 @@ impl ControlPlane {
                 store: store.clone(),
                 nodes: nodes.clone(),
                 logs: logs.clone(),
+                ui: web_ui,
             }),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()));
