@@ -174,8 +174,8 @@ impl ControlPlane {
             .map_err(|e| Error::Startup(format!("cannot load the probe schedule: {e}")))?;
         let admin_service = Admin::new(store.clone(), nodes.clone()).with_prober(prober.clone());
         let admin = AdminServiceServer::new(admin_service.clone())
-        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let (sessions, sessions_done) = sessions::tracker(stop_rx.clone());
         let discovery = DiscoveryServiceServer::new(Discovery::new(
             store.clone(),
@@ -198,8 +198,8 @@ impl ControlPlane {
         let logs_service = Logs::new(logs.clone(), sessions);
         // The web UI calls the same service implementations as gRPC clients do.
         let web_ui = ui::Ui::new(admin_service, logs_service.clone(), &tokens.admin);
-        let log_service = LogServiceServer::new(logs_service)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let log_service =
+            LogServiceServer::new(logs_service).max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let mut cooldowns = tokio::spawn(key_health.run_cooldown_timer(stop_rx.clone()));
         let mut retention = tokio::spawn(logs::retention::run(logs.clone(), stop_rx.clone()));
         let mut probes = tokio::spawn(prober.run(stop_rx.clone()));

@@ -63,8 +63,7 @@ impl Setup {
             .unwrap()
             .into_inner()
             .token;
-        let plane =
-            DataPlaneHandle::start(&control.endpoint(), &control.join_token, "dp-0").await;
+        let plane = DataPlaneHandle::start(&control.endpoint(), &control.join_token, "dp-0").await;
         Self {
             control,
             mock,
@@ -98,9 +97,7 @@ impl Setup {
         assert_eq!(response.status, 303, "{}", response.text());
         let set_cookie = response.header("set-cookie").unwrap().to_string();
         let pair = set_cookie.split(';').next().unwrap().trim().to_string();
-        let page = self
-            .request("GET", "/ui/", &[("cookie", &pair)], b"")
-            .await;
+        let page = self.request("GET", "/ui/", &[("cookie", &pair)], b"").await;
         assert_eq!(page.status, 200);
         let html = page.text();
         let csrf = html
@@ -148,24 +145,34 @@ async fn every_admin_route_needs_a_session_and_writes_need_the_csrf_token() {
     let mut checked = 0;
     for endpoint in ENDPOINTS {
         let path = concrete(endpoint.path);
-        let body: &[u8] = if endpoint.method == "POST" { b"{}" } else { b"" };
+        let body: &[u8] = if endpoint.method == "POST" {
+            b"{}"
+        } else {
+            b""
+        };
         for cookie in [None, Some(format!("{SESSION_COOKIE}=00ff00ff"))] {
             let mut headers = vec![("content-type", "application/json")];
             if let Some(cookie) = &cookie {
                 headers.push(("cookie", cookie));
             }
-            let r = setup
-                .request(endpoint.method, &path, &headers, body)
-                .await;
+            let r = setup.request(endpoint.method, &path, &headers, body).await;
             match endpoint.access {
                 Access::Public => {}
                 Access::Page => {
-                    assert_eq!(r.status, 303, "{} {path} without a session", endpoint.method);
+                    assert_eq!(
+                        r.status, 303,
+                        "{} {path} without a session",
+                        endpoint.method
+                    );
                     assert_eq!(r.header("location"), Some("/ui/login"), "{path}");
                     checked += 1;
                 }
                 Access::Api => {
-                    assert_eq!(r.status, 401, "{} {path} without a session", endpoint.method);
+                    assert_eq!(
+                        r.status, 401,
+                        "{} {path} without a session",
+                        endpoint.method
+                    );
                     assert!(
                         r.json()["error"].as_str().unwrap().contains("sign in"),
                         "{path}: {}",
@@ -176,7 +183,10 @@ async fn every_admin_route_needs_a_session_and_writes_need_the_csrf_token() {
             }
         }
     }
-    assert!(checked >= 40, "only {checked} checks: is the route list empty?");
+    assert!(
+        checked >= 40,
+        "only {checked} checks: is the route list empty?"
+    );
     // The public routes carry no admin data.
     for path in ["/ui/login", "/ui/assets/app.js", "/ui/assets/app.css"] {
         let r = setup.request("GET", path, &[], b"").await;
@@ -239,12 +249,13 @@ async fn every_admin_route_needs_a_session_and_writes_need_the_csrf_token() {
     assert!(!attributes.contains(&"Secure"), "plain HTTP listener");
 
     let (cookie, csrf) = setup.sign_in().await;
-    let json = [("cookie", cookie.as_str()), ("content-type", "application/json")];
+    let json = [
+        ("cookie", cookie.as_str()),
+        ("content-type", "application/json"),
+    ];
     let body = br#"{"name":"request_log_retention_days","value":"3"}"#;
     // A write without the CSRF token, with a wrong one, or from another origin: refused.
-    let r = setup
-        .request("POST", "/ui/api/settings", &json, body)
-        .await;
+    let r = setup.request("POST", "/ui/api/settings", &json, body).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.json()["error"].as_str().unwrap().contains("x-csrf-token"));
     let mut with_wrong = json.to_vec();
@@ -277,16 +288,18 @@ async fn every_admin_route_needs_a_session_and_writes_need_the_csrf_token() {
         403
     );
     let admin = setup.control.admin().await;
-    assert_ne!(retention(&admin).await, "3", "refused writes changed nothing");
+    assert_ne!(
+        retention(&admin).await,
+        "3",
+        "refused writes changed nothing"
+    );
 
     // With the token the write lands in the store the gRPC API reads.
     let origin = format!("http://{}", setup.control.http_addr);
     let mut good = json.to_vec();
     good.push(("x-csrf-token", &csrf));
     good.push(("origin", &origin));
-    let r = setup
-        .request("POST", "/ui/api/settings", &good, body)
-        .await;
+    let r = setup.request("POST", "/ui/api/settings", &good, body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(retention(&admin).await, "3");
 
@@ -313,11 +326,17 @@ async fn every_admin_route_needs_a_session_and_writes_need_the_csrf_token() {
         )
         .await;
     assert_eq!(r.status / 100, 4, "{}", r.text());
-    assert!(r.json()["error"].as_str().unwrap().contains("nope"), "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("nope"),
+        "{}",
+        r.text()
+    );
 
     // Keys are listed by their masked secret only.
     let secret = "sk-ui-http-secret-000000000001";
-    let add = format!(r#"{{"provider":"{PROVIDER}","text":"{secret}\n\n{secret}\nshort","validate":false}}"#);
+    let add = format!(
+        r#"{{"provider":"{PROVIDER}","text":"{secret}\n\n{secret}\nshort","validate":false}}"#
+    );
     let r = setup
         .request("POST", "/ui/api/keys/add", &good, add.as_bytes())
         .await;
@@ -341,6 +360,39 @@ async fn every_admin_route_needs_a_session_and_writes_need_the_csrf_token() {
     assert_eq!(keys[0]["state"], "active");
     assert_eq!(list.json()["counts"]["active"], 1);
 
+    // Bulk actions over a filter resolve the keys the same way the table finds them.
+    let r = setup
+        .request(
+            "POST",
+            "/ui/api/keys/action",
+            &good,
+            br#"{"action":"disable","filter":{"q":"sk-ui"},"reason":"bulk"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["changed"], 1);
+    let listed = admin
+        .clone()
+        .list_keys(pb::ListKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, pb::KeyState::Disabled as i32);
+    assert_eq!(listed[0].state_reason, "bulk");
+    for bad in [
+        r#"{"action":"enable"}"#,
+        r#"{"action":"explode","ids":["0123456789abcdef"]}"#,
+        r#"{"action":"enable","filter":{"state":"sleepy"}}"#,
+    ] {
+        let r = setup
+            .request("POST", "/ui/api/keys/action", &good, bad.as_bytes())
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(!r.json()["error"].as_str().unwrap().is_empty());
+    }
+
     // Signing out ends the session for every later call.
     let r = setup.request("POST", "/ui/logout", &good, b"").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -358,9 +410,10 @@ async fn every_admin_route_needs_a_session_and_writes_need_the_csrf_token() {
 
 /// Where the screenshots go: `<target>/ui-screenshots`.
 fn screenshot_dir() -> PathBuf {
-    sdk::venv_dir()
-        .parent()
-        .map_or_else(|| PathBuf::from("ui-screenshots"), |t| t.join("ui-screenshots"))
+    sdk::venv_dir().parent().map_or_else(
+        || PathBuf::from("ui-screenshots"),
+        |t| t.join("ui-screenshots"),
+    )
 }
 
 async fn run_browser_script(python: &Path, args: &[&str]) -> serde_json::Value {
@@ -445,7 +498,15 @@ async fn browser_walkthrough_in_headless_chromium() {
     assert_eq!(by_id(busy_id).state, pb::KeyState::Cooling as i32);
     assert_eq!(
         report["paste_outcomes"],
-        serde_json::json!(["added", "added", "added", "added", "duplicate", "skipped", "invalid"])
+        serde_json::json!([
+            "added",
+            "added",
+            "added",
+            "added",
+            "duplicate",
+            "skipped",
+            "invalid"
+        ])
     );
     assert_eq!(report["error_status"], "429");
     assert!(
@@ -488,13 +549,29 @@ async fn browser_walkthrough_in_headless_chromium() {
 
     // Screenshots of every page at both widths.
     let shots_taken = report["screenshots"].as_array().unwrap();
-    for page in ["login", "dashboard", "keys", "key-detail", "logs", "config", "planes"] {
+    for page in [
+        "login",
+        "dashboard",
+        "keys",
+        "key-detail",
+        "logs",
+        "config",
+        "planes",
+    ] {
         for width in ["desktop", "phone"] {
             let file = shots.join(format!("{page}-{width}.png"));
             let meta = std::fs::metadata(&file)
                 .unwrap_or_else(|e| panic!("{} missing: {e}", file.display()));
-            assert!(meta.len() > 5_000, "{} is too small to hold a page", file.display());
-            assert!(shots_taken.iter().any(|s| s == &serde_json::json!(format!("{page}-{width}.png"))));
+            assert!(
+                meta.len() > 5_000,
+                "{} is too small to hold a page",
+                file.display()
+            );
+            assert!(
+                shots_taken
+                    .iter()
+                    .any(|s| s == &serde_json::json!(format!("{page}-{width}.png")))
+            );
         }
     }
     setup.stop().await;

@@ -79,7 +79,9 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 
 /// `KEY_STATE_ACTIVE` -> `active`.
 fn short(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase()
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
 }
 
 fn key_state_name(n: i32) -> &'static str {
@@ -254,7 +256,10 @@ impl Ui {
             .into_inner())
     }
 
-    async fn list_keys(&self, request: pb::ListKeysRequest) -> Result<pb::ListKeysResponse, ApiError> {
+    async fn list_keys(
+        &self,
+        request: pb::ListKeysRequest,
+    ) -> Result<pb::ListKeysResponse, ApiError> {
         Ok(self
             .admin
             .list_keys(Request::new(request))
@@ -697,16 +702,16 @@ pub async fn key_action(State(ui): State<Ui>, Json(body): Json<KeyActionBody>) -
             let mut summary = Value::Null;
             while let Some(event) = stream.next().await {
                 match event?.event {
-                    Some(pb::validate_keys_response::Event::Result(r)) => {
-                        if results.len() < MAX_PROBE_RESULTS {
-                            results.push(json!({
-                                "id": r.id,
-                                "masked": r.masked,
-                                "state": key_state_name(r.state),
-                                "reason": r.reason,
-                                "latency_ms": r.latency_ms,
-                            }));
-                        }
+                    Some(pb::validate_keys_response::Event::Result(r))
+                        if results.len() < MAX_PROBE_RESULTS =>
+                    {
+                        results.push(json!({
+                            "id": r.id,
+                            "masked": r.masked,
+                            "state": key_state_name(r.state),
+                            "reason": r.reason,
+                            "latency_ms": r.latency_ms,
+                        }));
                     }
                     Some(pb::validate_keys_response::Event::Summary(s)) => {
                         summary = json!({
@@ -715,7 +720,7 @@ pub async fn key_action(State(ui): State<Ui>, Json(body): Json<KeyActionBody>) -
                             "states": state_counts(&s.states),
                         });
                     }
-                    None => {}
+                    Some(pb::validate_keys_response::Event::Result(_)) | None => {}
                 }
             }
             json!({ "results": results, "summary": summary })
@@ -1026,7 +1031,9 @@ pub struct NameBody {
 pub async fn create_token(State(ui): State<Ui>, Json(body): Json<NameBody>) -> ApiResult {
     let r = ui
         .admin
-        .create_client_token(Request::new(pb::CreateClientTokenRequest { name: body.name }))
+        .create_client_token(Request::new(pb::CreateClientTokenRequest {
+            name: body.name,
+        }))
         .await?
         .into_inner();
     // The one time the token is shown: the page displays it once and keeps no copy.
@@ -1036,7 +1043,9 @@ pub async fn create_token(State(ui): State<Ui>, Json(body): Json<NameBody>) -> A
 pub async fn revoke_token(State(ui): State<Ui>, Json(body): Json<NameBody>) -> ApiResult {
     let r = ui
         .admin
-        .revoke_client_token(Request::new(pb::RevokeClientTokenRequest { name: body.name }))
+        .revoke_client_token(Request::new(pb::RevokeClientTokenRequest {
+            name: body.name,
+        }))
         .await?
         .into_inner();
     Ok(Json(json!({ "revision": r.revision })))

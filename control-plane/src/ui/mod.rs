@@ -33,8 +33,8 @@ use subtle::ConstantTimeEq;
 use crate::admin::Admin;
 use crate::logs::service::Logs;
 
-pub use session::{SESSION_COOKIE, SESSION_TTL};
 use session::SessionTable;
+pub use session::{SESSION_COOKIE, SESSION_TTL};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
@@ -121,10 +121,20 @@ pub const ENDPOINTS: &[Endpoint] = &[
     endpoint("GET", "/ui/api/keys", Access::Api, Handler::Keys),
     endpoint("GET", "/ui/api/keys/{id}", Access::Api, Handler::KeyDetail),
     endpoint("POST", "/ui/api/keys/add", Access::Api, Handler::AddKeys),
-    endpoint("POST", "/ui/api/keys/action", Access::Api, Handler::KeyAction),
+    endpoint(
+        "POST",
+        "/ui/api/keys/action",
+        Access::Api,
+        Handler::KeyAction,
+    ),
     endpoint("GET", "/ui/api/logs", Access::Api, Handler::Logs),
     endpoint("GET", "/ui/api/config", Access::Api, Handler::Config),
-    endpoint("POST", "/ui/api/providers", Access::Api, Handler::CreateProvider),
+    endpoint(
+        "POST",
+        "/ui/api/providers",
+        Access::Api,
+        Handler::CreateProvider,
+    ),
     endpoint(
         "POST",
         "/ui/api/providers/delete",
@@ -132,10 +142,25 @@ pub const ENDPOINTS: &[Endpoint] = &[
         Handler::DeleteProvider,
     ),
     endpoint("POST", "/ui/api/routes", Access::Api, Handler::PutRoute),
-    endpoint("POST", "/ui/api/routes/delete", Access::Api, Handler::DeleteRoute),
-    endpoint("GET", "/ui/api/routes/explain", Access::Api, Handler::ExplainRoute),
+    endpoint(
+        "POST",
+        "/ui/api/routes/delete",
+        Access::Api,
+        Handler::DeleteRoute,
+    ),
+    endpoint(
+        "GET",
+        "/ui/api/routes/explain",
+        Access::Api,
+        Handler::ExplainRoute,
+    ),
     endpoint("POST", "/ui/api/tokens", Access::Api, Handler::CreateToken),
-    endpoint("POST", "/ui/api/tokens/revoke", Access::Api, Handler::RevokeToken),
+    endpoint(
+        "POST",
+        "/ui/api/tokens/revoke",
+        Access::Api,
+        Handler::RevokeToken,
+    ),
     endpoint("POST", "/ui/api/settings", Access::Api, Handler::SetSetting),
     endpoint("GET", "/ui/api/planes", Access::Api, Handler::Planes),
 ];
@@ -455,7 +480,12 @@ mod tests {
     fn endpoints_are_unique_and_only_the_sign_in_is_public() {
         let mut seen = std::collections::HashSet::new();
         for e in ENDPOINTS {
-            assert!(seen.insert((e.method, e.path)), "{} {} twice", e.method, e.path);
+            assert!(
+                seen.insert((e.method, e.path)),
+                "{} {} twice",
+                e.method,
+                e.path
+            );
             assert!(e.path == "/ui" || e.path.starts_with("/ui/"));
             if e.access == Access::Public {
                 assert!(e.path == "/ui/login" || e.path.starts_with("/ui/assets/"));
@@ -496,6 +526,9 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape_html("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -51,10 +51,7 @@ impl SessionTable {
         let mut table = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         table.retain(|_, e| e.expires > now);
         if table.len() >= MAX_SESSIONS
-            && let Some(oldest) = table
-                .iter()
-                .min_by_key(|(_, e)| e.expires)
-                .map(|(k, _)| *k)
+            && let Some(oldest) = table.iter().min_by_key(|(_, e)| e.expires).map(|(k, _)| *k)
         {
             table.remove(&oldest);
         }

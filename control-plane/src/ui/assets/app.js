@@ -126,15 +126,12 @@ async function copyText(text) {
 }
 
 function chart(points, bucketMs) {
-  const w = 800, h = 180, pad = 24;
+  const w = 800, h = 180, pad = 4;
   const s = svg("svg", { viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: "none", role: "img", "aria-label": "requests and errors over time" });
   const max = Math.max(1, ...points.map((p) => p.requests));
   const n = Math.max(points.length, 1);
   const bw = (w - pad) / n;
   s.append(svg("line", { x1: pad, y1: h - pad, x2: w, y2: h - pad, stroke: "#e3e6eb" }));
-  const label = svg("text", { x: 0, y: 12, "font-size": 11, fill: "#667085" });
-  label.textContent = num(max);
-  s.append(label);
   points.forEach((p, i) => {
     const x = pad + i * bw;
     const rh = (p.requests / max) * (h - pad - 14);
@@ -146,14 +143,12 @@ function chart(points, bucketMs) {
     s.append(r);
     if (p.errors) s.append(svg("rect", { x: x + 1, y: h - pad - eh, width: Math.max(bw - 2, 1), height: eh, fill: "#c92a2a" }));
   });
-  if (points.length) {
-    for (const [i, anchor] of [[0, "start"], [points.length - 1, "end"]]) {
-      const t = svg("text", { x: anchor === "start" ? pad : w, y: h - 6, "font-size": 11, fill: "#667085", "text-anchor": anchor });
-      t.textContent = new Date(points[i].at_ms).toLocaleString([], bucketMs >= 86400000 ? { month: "short", day: "numeric" } : { hour: "2-digit", minute: "2-digit" });
-      s.append(t);
-    }
-  }
-  return el("div", { class: "chart", id: "dash-chart" }, s,
+  // Labels are HTML, not SVG text: the drawing stretches to the width, text must not.
+  const at = (ms) => new Date(ms).toLocaleString([], bucketMs >= 86400000 ? { month: "short", day: "numeric" } : { hour: "2-digit", minute: "2-digit" });
+  const axis = el("div", { class: "axis" },
+    el("span", {}, points.length ? at(points[0].at_ms) : ""), el("span", {}, "peak " + num(max) + " per " + human(bucketMs / 1000)),
+    el("span", {}, points.length ? at(points[points.length - 1].at_ms) : ""));
+  return el("div", { class: "chart", id: "dash-chart" }, s, axis,
     el("div", { class: "legend" }, el("span", { class: "req" }, "requests"), el("span", { class: "err" }, "errors")));
 }
 
