@@ -576,3 +576,71 @@ async fn browser_walkthrough_in_headless_chromium() {
     }
     setup.stop().await;
 }
+
+/// The keys table over 100,000 keys: pages follow each other without overlap, a search
+/// finds one key among all of them, and the state counts cover every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keys_table_pages_and_searches_100k_keys() {
+    let setup = Setup::start().await;
+    let secrets: Vec<String> = (0..100_000)
+        .map(|i| format!("sk-scale-{i:012}-{:08x}", i * 7919))
+        .collect();
+    let added = setup
+        .control
+        .admin()
+        .await
+        .add_keys(pb::AddKeysRequest {
+            provider: PROVIDER.into(),
+            keys: secrets.clone(),
+            validate: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(added.added, 100_000);
+    let (cookie, _) = setup.sign_in().await;
+    let get = |path: String| {
+        let cookie = cookie.clone();
+        let setup = &setup;
+        async move {
+            let started = std::time::Instant::now();
+            let r = setup
+                .request("GET", &path, &[("cookie", &cookie)], b"")
+                .await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            (r.json(), started.elapsed())
+        }
+    };
+    let (first, took) = get("/ui/api/keys?page_size=500".into()).await;
+    eprintln!("first page of 500 of 100,000 keys: {took:?}");
+    assert_eq!(first["counts"]["active"], 100_000);
+    let first_ids: Vec<&str> = first["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(first_ids.len(), 500);
+    let token = first["next_page_token"].as_str().unwrap();
+    assert!(!token.is_empty());
+    let (second, _) = get(format!("/ui/api/keys?page_size=500&page_token={token}")).await;
+    let second_ids: Vec<&str> = second["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(second_ids.len(), 500);
+    assert!(second_ids.iter().all(|id| !first_ids.contains(id)));
+    assert!(first_ids.last() < second_ids.first(), "pages in id order");
+
+    // A search by id prefix walks every key and finds the one.
+    let wanted = fulcrum_proto::model::key_id(PROVIDER, &secrets[99_999]);
+    let (found, took) = get(format!("/ui/api/keys?q={}", &wanted[..12])).await;
+    eprintln!("search among 100,000 keys: {took:?}");
+    let found = found["keys"].as_array().unwrap().clone();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["id"], wanted.as_str());
+    assert!(!found[0].to_string().contains(&secrets[99_999]));
+    setup.stop().await;
+}
