@@ -255,6 +255,19 @@ try:
     # === edit a route ===
     driver.get(BASE + "/ui/config")
     until("the config page", lambda: qa("#route-pattern"))
+    # A provider: a bad name gets the API's message; editing one changes its weight.
+    set_value(q("#provider-name"), "bad name!")
+    q("#provider-save").click()
+    report["provider_error"] = until("the provider validation message", lambda: q("#provider-error").text)
+    q('#providers-table tr[data-provider="openai"] button[data-action="edit"]').click()
+    assert q("#provider-name").get_attribute("value") == "openai"
+    set_value(q("#provider-weight"), "3")
+    q("#provider-save").click()
+    until(
+        "the provider's new weight",
+        lambda: q('#providers-table tr[data-provider="openai"]').find_elements(By.TAG_NAME, "td")[4].text == "3",
+    )
+
     set_value(q("#route-pattern"), "ui-model-*")
     set_value(q("#route-targets"), "nope")
     q("#route-save").click()

@@ -196,6 +196,8 @@ async fn every_admin_route_needs_a_session_and_writes_need_the_csrf_token() {
     // The other HTTP routes stay as they were.
     assert_eq!(setup.request("GET", "/healthz", &[], b"").await.status, 200);
     assert_eq!(setup.request("GET", "/metrics", &[], b"").await.status, 200);
+    assert_eq!(setup.request("GET", "/nope", &[], b"").await.status, 404);
+    assert_eq!(setup.request("GET", "/ui/nope", &[], b"").await.status, 404);
 
     // A wrong token, then a sign-in from another site, are refused.
     let wrong = setup
@@ -529,6 +531,23 @@ async fn browser_walkthrough_in_headless_chromium() {
         .expect("the route saved in the browser");
     assert_eq!(route.targets.len(), 1);
     assert_eq!(route.targets[0].model, "gpt-4o-mini", "the edited target");
+    let provider = admin
+        .get_provider(pb::GetProviderRequest {
+            name: PROVIDER.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .provider
+        .unwrap();
+    assert_eq!(provider.weight, 3, "the weight edited in the browser");
+    assert!(
+        report["provider_error"]
+            .as_str()
+            .unwrap()
+            .contains("bad name!"),
+        "{report}"
+    );
     // The edit reached the data plane.
     setup
         .plane

@@ -879,6 +879,34 @@ pub async fn create_provider(State(ui): State<Ui>, Json(body): Json<ProviderBody
 }
 
 #[derive(Deserialize)]
+pub struct UpdateProviderBody {
+    name: String,
+    base_url: Option<String>,
+    priority: Option<u32>,
+    weight: Option<u32>,
+}
+
+pub async fn update_provider(
+    State(ui): State<Ui>,
+    Json(body): Json<UpdateProviderBody>,
+) -> ApiResult {
+    let r = ui
+        .admin
+        .update_provider(Request::new(pb::UpdateProviderRequest {
+            name: body.name,
+            base_url: body.base_url,
+            priority: body.priority,
+            weight: body.weight,
+        }))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "revision": r.revision,
+        "provider": r.provider.as_ref().map(provider_json),
+    })))
+}
+
+#[derive(Deserialize)]
 pub struct DeleteProviderBody {
     name: String,
     #[serde(default)]

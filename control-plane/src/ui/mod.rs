@@ -80,6 +80,7 @@ enum Handler {
     Logs,
     Config,
     CreateProvider,
+    UpdateProvider,
     DeleteProvider,
     PutRoute,
     DeleteRoute,
@@ -134,6 +135,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/ui/api/providers",
         Access::Api,
         Handler::CreateProvider,
+    ),
+    endpoint(
+        "POST",
+        "/ui/api/providers/update",
+        Access::Api,
+        Handler::UpdateProvider,
     ),
     endpoint(
         "POST",
@@ -213,10 +220,12 @@ pub fn router(ui: Ui) -> Router {
             Access::Page | Access::Api => private = private.route(endpoint.path, route),
         }
     }
-    private = private.layer(middleware::from_fn_with_state(ui.clone(), require_session));
+    // `route_layer`: the checks wrap the UI's routes only, not the fallback, so that an
+    // unknown path stays a 404 on the whole listener.
+    private = private.route_layer(middleware::from_fn_with_state(ui.clone(), require_session));
     public
         .merge(private)
-        .layer(middleware::from_fn(security_headers))
+        .route_layer(middleware::from_fn(security_headers))
         .with_state(ui)
 }
 
@@ -237,6 +246,7 @@ fn method_router(endpoint: &Endpoint) -> MethodRouter<Ui> {
         Handler::Logs => get(api::logs),
         Handler::Config => get(api::config),
         Handler::CreateProvider => post(api::create_provider),
+        Handler::UpdateProvider => post(api::update_provider),
         Handler::DeleteProvider => post(api::delete_provider),
         Handler::PutRoute => post(api::put_route),
         Handler::DeleteRoute => post(api::delete_route),

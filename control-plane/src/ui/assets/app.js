@@ -456,21 +456,39 @@ function providersPanel(d, reload) {
   const name = el("input", { id: "provider-name", placeholder: "name" });
   const type = el("select", { id: "provider-type" }, d.provider_types.map((t) => el("option", { value: t }, t)));
   const base = el("input", { id: "provider-url", placeholder: "base URL (default for the type)", size: 34 });
+  const priority = el("input", { id: "provider-priority", type: "number", min: 0, placeholder: "priority", style: "width:90px" });
+  const weight = el("input", { id: "provider-weight", type: "number", min: 0, placeholder: "weight", style: "width:80px" });
   const err = formError("provider-error");
-  const create = el("button", { id: "provider-create", onclick: submit(err, async () => {
-    await api("/ui/api/providers", { name: name.value.trim(), type: type.value, base_url: base.value.trim() });
-    toast("provider created"); await reload();
-  }) }, "Create");
+  const numberOr = (input) => (input.value === "" ? undefined : Number(input.value));
+  // One form for both: a name that exists is updated (its type cannot change), else created.
+  const save = el("button", { id: "provider-save", onclick: submit(err, async () => {
+    const exists = d.providers.some((p) => p.name === name.value.trim());
+    if (exists) {
+      await api("/ui/api/providers/update", { name: name.value.trim(), base_url: base.value.trim() || undefined,
+        priority: numberOr(priority), weight: numberOr(weight) });
+      toast("provider updated");
+    } else {
+      await api("/ui/api/providers", { name: name.value.trim(), type: type.value, base_url: base.value.trim(),
+        priority: numberOr(priority) || 0, weight: numberOr(weight) || 0 });
+      toast("provider created");
+    }
+    await reload();
+  }) }, "Save provider");
+  const edit = (p) => {
+    name.value = p.name; type.value = p.type; base.value = p.base_url; priority.value = p.priority; weight.value = p.weight;
+    name.focus();
+  };
   return el("div", { class: "panel" }, el("h2", {}, "Providers"),
-    table("providers-table", ["Name", "Type", "Base URL", "Priority#", "Weight#", ""], d.providers.map((p) => el("tr", {},
+    table("providers-table", ["Name", "Type", "Base URL", "Priority#", "Weight#", ""], d.providers.map((p) => el("tr", { "data-provider": p.name },
       el("td", {}, p.name), el("td", {}, p.type), el("td", { class: "mono" }, p.base_url), el("td", { class: "num" }, p.priority),
       el("td", { class: "num" }, p.weight),
-      el("td", {}, el("button", { class: "small ghost", onclick: guard(async () => {
-        if (!confirm("delete provider " + p.name + " and all its keys?")) return;
-        const r = await api("/ui/api/providers/delete", { name: p.name, force: true });
-        toast(`provider deleted (${r.keys_deleted} keys)`); await reload();
-      }) }, "Delete"))))),
-    el("div", { class: "form-row", style: "margin-top:10px" }, name, type, base, create), err);
+      el("td", {}, el("button", { class: "small ghost", "data-action": "edit", onclick: () => edit(p) }, "Edit"), " ",
+        el("button", { class: "small ghost", onclick: guard(async () => {
+          if (!confirm("delete provider " + p.name + " and all its keys?")) return;
+          const r = await api("/ui/api/providers/delete", { name: p.name, force: true });
+          toast(`provider deleted (${r.keys_deleted} keys)`); await reload();
+        }) }, "Delete"))))),
+    el("div", { class: "form-row", style: "margin-top:10px" }, name, type, base, priority, weight, save), err);
 }
 
 function routesPanel(d, reload) {
