@@ -19,6 +19,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod transitions;
+pub mod ui;
 pub mod web;
 
 use std::future::Future;
@@ -291,11 +292,10 @@ impl ControlPlane {
             .map_err(|e| Error::Startup(format!("cannot load key health from the store: {e}")))?;
         let prober = probe::Prober::new(store.clone(), key_health.clone(), queue)
             .map_err(|e| Error::Startup(format!("cannot load the probe schedule: {e}")))?;
-        let admin = AdminServiceServer::new(
-            Admin::new(store.clone(), nodes.clone()).with_prober(prober.clone()),
-        )
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+        let admin_service = Admin::new(store.clone(), nodes.clone()).with_prober(prober.clone());
+        let admin = AdminServiceServer::new(admin_service.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
         let (sessions, sessions_done) = sessions::tracker(stop_rx.clone());
         let discovery = DiscoveryServiceServer::new(Discovery::new(
             store.clone(),
@@ -315,8 +315,13 @@ impl ControlPlane {
             sessions.clone(),
         ))
         .max_decoding_message_size(max_message);
-        let log_service = LogServiceServer::new(Logs::new(logs.clone(), sessions))
-            .max_encoding_message_size(max_message);
+        let logs_service = Logs::new(logs.clone(), sessions);
+        // The web UI calls the same service implementations as gRPC clients do, and
+        // signs in with the same admin tokens (two valid during a rotation).
+        let web_ui = ui::Ui::new(admin_service, logs_service.clone(), valid_admin.clone())
+            .with_secure_cookie(tls.is_some());
+        let log_service =
+            LogServiceServer::new(logs_service).max_encoding_message_size(max_message);
         let mut cooldowns = tokio::spawn(key_health.run_cooldown_timer(stop_rx.clone()));
         let mut retention = tokio::spawn(logs::retention::run(logs.clone(), stop_rx.clone()));
         let mut reseal = tokio::spawn(rotation::run(store.clone(), stop_rx.clone()));
@@ -394,6 +399,7 @@ impl ControlPlane {
                 store: store.clone(),
                 nodes: nodes.clone(),
                 logs: logs.clone(),
+                ui: web_ui,
             }),
             tls.as_ref().map(|tls| tls.http.clone()),
             http_limits,

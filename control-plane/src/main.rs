@@ -20,7 +20,7 @@ struct Args {
     /// gRPC address (AdminService, DiscoveryService, health, reflection).
     #[arg(long, env = "FULCRUM_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     grpc_listen: SocketAddr,
-    /// HTTP address (/healthz, /metrics).
+    /// HTTP address (the web UI under /ui/, /healthz, /metrics).
     #[arg(long, env = "FULCRUM_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     http_listen: SocketAddr,
     /// Revisions kept in the change log; data planes further behind get a snapshot.

@@ -1,4 +1,5 @@
-//! The control plane's HTTP listener: `/healthz` and `/metrics` (Prometheus text).
+//! The control plane's HTTP listener: `/healthz`, `/metrics` (Prometheus text) and the
+//! admin web UI (`/ui/...`, see [`crate::ui`]).
 //!
 //! Gauges are read from the store at scrape time; the log counters count since this
 //! process started. Labels come from enums (key state, record kind), never from keys or
@@ -25,13 +26,17 @@ pub struct Web {
     pub store: Store,
     pub nodes: NodeRegistry,
     pub logs: LogStore,
+    /// The admin web UI (`/ui/...`), served on the same listener.
+    pub ui: crate::ui::Ui,
 }
 
 pub fn router(web: Web) -> Router {
+    let ui = crate::ui::router(web.ui.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(web)
+        .merge(ui)
 }
 
 async fn healthz() -> &'static str {
