@@ -216,11 +216,12 @@ try:
 
     found = until("a 429 of the busy key in the logs", error_rows, timeout=60)
     report["error_status"] = found[0].get_attribute("data-status")
-    found[0].click()
+    shot("logs")
+    qa('#logs-table tbody tr[data-status="429"]')[0].click()
     detail = until("the record's detail", lambda: qa("#log-detail") and q("#log-detail"))
     assert busy_id in detail.text, detail.text
     assert "rate_limited" in detail.text, detail.text
-    shot("logs")
+    shot("log-detail")
     # Live tail: new records appear without a search.
     q("#log-detail .close").click()
     set_value(q("#log-key"), "")

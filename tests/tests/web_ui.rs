@@ -574,6 +574,7 @@ async fn browser_walkthrough_in_headless_chromium() {
         "keys",
         "key-detail",
         "logs",
+        "log-detail",
         "config",
         "planes",
     ] {
