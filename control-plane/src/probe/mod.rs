@@ -210,18 +210,9 @@ fn probe_proxy(
     provider: &pb::Provider,
     key: &pb::ProviderKey,
 ) -> Result<Option<model::ProxyUrl>, Error> {
-    if !key.proxy.is_empty() {
-        return model::ProxyUrl::parse(&key.proxy)
-            .map(Some)
-            .map_err(|e| Error::Internal(format!("key {} has an unusable proxy: {e}", key.id)));
-    }
-    let proxies = model::outbound::parse_proxies(&provider.proxies).map_err(|e| {
-        Error::Internal(format!(
-            "provider {} has unusable proxies: {e}",
-            provider.name
-        ))
-    })?;
-    Ok(model::assign_proxy(&key.id, &proxies).cloned())
+    let provider = model::Provider::try_from(provider)?;
+    let key = model::Key::try_from(key)?;
+    Ok(provider.proxy_for(&key).cloned())
 }
 
 /// The outcome of one probe as `ValidateKeys` reports it.
