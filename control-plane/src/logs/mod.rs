@@ -861,7 +861,7 @@ mod tests {
             assert_eq!(logs.tree(LogTree::StatsPending).len(), 2);
             // Closed before any compaction, as a crash would leave it.
         }
-        let store = Store::open(dir.path(), 100).unwrap();
+        let store = crate::store::open_waiting(dir.path());
         let logs = LogStore::open(&store).unwrap();
         logs.ingest_blocking("i-1", 3, vec![record(now - 1, "k1", 200, 0)])
             .unwrap();

@@ -529,6 +529,26 @@ pub fn random_hex(bytes: usize) -> Result<String, String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Opens the store in `dir` for a test. A store dropped a moment ago may still be locked:
+/// sled's flusher thread lets go of the file lock shortly after the last handle, so a
+/// reopen in the same process waits for it (at most 5 s).
+#[cfg(test)]
+pub(crate) fn open_waiting(dir: &Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir, 100) {
+            Ok(store) => return store,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("store does not open: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -710,25 +710,6 @@ fn encode_base64(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    /// Opens the store in `dir`. A store dropped a moment ago may still be locked: sled's
-    /// flusher thread lets go of the file lock shortly after the last handle, so a
-    /// reopen in the same process waits for it (at most 5 s).
-    fn reopen(dir: &std::path::Path) -> Store {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match Store::open(dir, 100) {
-                Ok(store) => return store,
-                Err(e)
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("store does not open: {e}"),
-            }
-        }
-    }
-
     fn key_text(byte: u8) -> String {
         encode_base64(&[byte; MASTER_KEY_LEN])
     }
@@ -835,7 +816,7 @@ mod tests {
     fn plaintext_store_migrates_and_wrong_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = reopen(dir.path());
+            let store = crate::store::open_waiting(dir.path());
             add_key(&store, "k1", "sk-plain-one");
             assert!(raw_contains(&store, b"sk-plain-one"));
             let unlocked = store.unlock(keyring(1, None)).unwrap();
@@ -855,7 +836,7 @@ mod tests {
             assert!(revealed.secret_sealed.is_empty());
             store.inner.db.flush().unwrap();
         }
-        let store = reopen(dir.path());
+        let store = crate::store::open_waiting(dir.path());
         let err = store.unlock(keyring(2, None)).unwrap_err().to_string();
         assert!(
             err.contains("the master key does not open this store"),
@@ -872,14 +853,14 @@ mod tests {
     fn rotation_with_previous_key() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = reopen(dir.path());
+            let store = crate::store::open_waiting(dir.path());
             store.unlock(keyring(1, None)).unwrap();
             for i in 0..5 {
                 add_key(&store, &format!("k{i}"), &format!("sk-secret-{i}"));
             }
             store.inner.db.flush().unwrap();
         }
-        let store = reopen(dir.path());
+        let store = crate::store::open_waiting(dir.path());
         let revision = store.revision();
         let unlocked = store.unlock(keyring(2, Some(1))).unwrap();
         assert_eq!(unlocked.pending_reseal, 5);
@@ -909,14 +890,14 @@ mod tests {
         store.inner.db.flush().unwrap();
         drop(store);
         // Done: the old key is no longer needed, and no longer opens the store.
-        let store = reopen(dir.path());
+        let store = crate::store::open_waiting(dir.path());
         let unlocked = store.unlock(keyring(2, None)).unwrap();
         assert!(
             unlocked.rewrite,
             "the old ciphertext is to be dropped from sled's files"
         );
         drop(store);
-        let store = reopen(dir.path());
+        let store = crate::store::open_waiting(dir.path());
         assert!(matches!(
             store.unlock(keyring(1, None)).unwrap_err(),
             SecretsError::WrongKey { .. }
@@ -928,7 +909,7 @@ mod tests {
     #[ignore = "timing; run with --release -- --ignored --nocapture"]
     fn cost_of_100k_seals_and_opens() {
         let dir = tempfile::tempdir().unwrap();
-        let store = reopen(dir.path());
+        let store = crate::store::open_waiting(dir.path());
         store.unlock(keyring(1, None)).unwrap();
         let ring = store.keyring().unwrap();
         let records: Vec<Vec<u8>> = (0..100_000)
@@ -971,18 +952,18 @@ mod tests {
     fn records_under_a_key_not_given_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = reopen(dir.path());
+            let store = crate::store::open_waiting(dir.path());
             store.unlock(keyring(1, None)).unwrap();
             add_key(&store, "k0", "sk-secret-0");
             store.inner.db.flush().unwrap();
         }
         {
             // A rotation started and stopped before the re-seal job ran.
-            let store = reopen(dir.path());
+            let store = crate::store::open_waiting(dir.path());
             store.unlock(keyring(2, Some(1))).unwrap();
             store.inner.db.flush().unwrap();
         }
-        let store = reopen(dir.path());
+        let store = crate::store::open_waiting(dir.path());
         let err = store.unlock(keyring(2, None)).unwrap_err().to_string();
         assert!(
             err.contains("1 provider keys are sealed with master key id"),
