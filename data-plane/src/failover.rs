@@ -360,7 +360,7 @@ impl Attempts<'_> {
                             let start = self.log.attempt_at(started);
                             let mut meter = AttemptMeter::default();
                             let upstream = Upstream::Key(Arc::clone(&entry.key));
-                            match self.attempt(candidate, &entry, request, &mut meter).await {
+                            match self.attempt(candidate, entry, request, &mut meter).await {
                                 Ok(mut committed) => {
                                     self.strategies.record_latency(
                                         &candidate.provider.name,
