@@ -724,9 +724,14 @@ impl Attempts<'_> {
             Ok(Some(Ok(first))) => Some(first),
             Ok(None) => None,
         };
+        let report_use_every_ms = settings
+            .probe_idle_recheck
+            .map_or(0, use_report_interval_ms);
         if let KeyVerdict::Success {
-            reset_failures: true,
-        } = entry.local.record_success()
+            reset_failures,
+            report_use,
+        } = entry.local.record_success(now_ms(), report_use_every_ms)
+            && (reset_failures || report_use)
         {
             self.report(key, pb::KeyEventKind::Success, 0, Some(status), "");
         }
@@ -795,6 +800,15 @@ impl Attempts<'_> {
             ..Default::default()
         });
     }
+}
+
+/// How often a busy key's use is reported: often enough that the control plane's idle
+/// re-check (`ttl`) never finds it idle, rarely enough to cost nothing (6 h for the
+/// default day).
+fn use_report_interval_ms(ttl: Duration) -> i64 {
+    i64::try_from((ttl / 4).as_millis())
+        .unwrap_or(i64::MAX)
+        .max(100)
 }
 
 /// A network error in words that never include a URL with secrets or a key: `what`

@@ -797,6 +797,8 @@ async fn idle_active_keys_are_rechecked_and_busy_ones_are_not() {
     let mut settings = FAST.to_vec();
     settings.retain(|(name, _)| *name != "probe_idle_recheck_ms");
     settings.push(("probe_idle_recheck_ms", "1500"));
+    // Without request records too: the data plane reports a busy key's use on its own.
+    settings.push(("request_logging", "false"));
     let setup = Setup::start(pb::ProviderType::Openai, &settings, 1).await;
     let secret = "sk-idle-00000001";
     setup.add(&[secret], true).await;
@@ -805,7 +807,8 @@ async fn idle_active_keys_are_rechecked_and_busy_ones_are_not() {
     })
     .await;
 
-    // Busy for 3 s, twice the idle time: the data plane's records keep it from being idle.
+    // Busy for 3 s, twice the idle time: the data plane's reports of its use keep it from
+    // being idle.
     let busy_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < busy_until {
         assert_eq!(setup.chat(0).await.status, 200);

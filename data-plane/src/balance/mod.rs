@@ -35,13 +35,19 @@ pub struct LocalKeyState {
     consecutive_failures: AtomicU32,
     /// Unix ms since which the key is out here (401/403, or too many failures); 0 when in.
     out_since_ms: AtomicI64,
+    /// Unix ms of the last success reported as a use, for the idle re-check.
+    use_reported_ms: AtomicI64,
 }
 
 /// What an upstream answer means for the key that was used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyVerdict {
-    /// 2xx. Carries whether it ended a run of failures (worth reporting).
-    Success { reset_failures: bool },
+    /// 2xx. Carries whether it ended a run of failures, and whether the key's use is due
+    /// to be reported (either is worth a report).
+    Success {
+        reset_failures: bool,
+        report_use: bool,
+    },
     /// 429: rest until this Unix ms.
     RateLimited { until_ms: i64 },
     /// 401/403: the key itself was refused.
@@ -59,6 +65,7 @@ impl LocalKeyState {
                 other.consecutive_failures.load(Ordering::Relaxed),
             ),
             out_since_ms: AtomicI64::new(other.out_since_ms.load(Ordering::Relaxed)),
+            use_reported_ms: AtomicI64::new(other.use_reported_ms.load(Ordering::Relaxed)),
         }
     }
 
@@ -77,10 +84,24 @@ impl LocalKeyState {
         self.out_since_ms.load(Ordering::Relaxed) != 0
     }
 
-    pub fn record_success(&self) -> KeyVerdict {
-        let previous = self.consecutive_failures.swap(0, Ordering::Relaxed);
+    /// A 2xx at `now_ms`. `report_use_every_ms` (0: never) is how often a key in use is
+    /// worth telling the control plane about even without failures to reset: its idle
+    /// re-check must not probe a busy key when request records are off.
+    pub fn record_success(&self, now_ms: i64, report_use_every_ms: i64) -> KeyVerdict {
+        // A load first: the common success writes nothing to the shared line.
+        let reset_failures = self.consecutive_failures.load(Ordering::Relaxed) > 0
+            && self.consecutive_failures.swap(0, Ordering::Relaxed) > 0;
+        let last = self.use_reported_ms.load(Ordering::Relaxed);
+        let report_use = report_use_every_ms > 0
+            && now_ms.saturating_sub(last) >= report_use_every_ms
+            // Of two requests that find it due at once, one reports.
+            && self
+                .use_reported_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
         KeyVerdict::Success {
-            reset_failures: previous > 0,
+            reset_failures,
+            report_use,
         }
     }
 
@@ -440,17 +461,33 @@ mod tests {
             KeyVerdict::Failed { now_out: false }
         );
         assert_eq!(
-            b.record_success(),
+            b.record_success(4_500, 0),
             KeyVerdict::Success {
-                reset_failures: true
+                reset_failures: true,
+                report_use: false
             }
         );
         assert_eq!(
-            b.record_success(),
+            b.record_success(4_500, 0),
             KeyVerdict::Success {
-                reset_failures: false
+                reset_failures: false,
+                report_use: false
             }
         );
+        // Use is reported at most once per interval.
+        let reports: Vec<bool> = [4_500, 4_600, 5_499, 5_500, 5_600]
+            .into_iter()
+            .map(|now| {
+                matches!(
+                    b.record_success(now, 1_000),
+                    KeyVerdict::Success {
+                        report_use: true,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(reports, [true, false, false, true, false]);
         b.record_failure(4_600, 2);
         assert_eq!(
             b.record_failure(4_700, 2),
@@ -501,7 +538,11 @@ mod tests {
         assert!(before.iter().all(|id| id == "a" || id == "b"), "{before:?}");
         // Its time has come: it shares the rotation, not only the leftovers.
         let after: Vec<String> = (0..6).map(|_| picked(pool.pick(5_000, &[]))).collect();
-        assert_eq!(after.iter().filter(|id| *id == "soon").count(), 2, "{after:?}");
+        assert_eq!(
+            after.iter().filter(|id| *id == "soon").count(),
+            2,
+            "{after:?}"
+        );
         assert!(!after.contains(&"late".to_string()), "{after:?}");
         // With the ring out, the earliest resting key tells when to come back, its own
         // local cooldown counted.
@@ -516,7 +557,10 @@ mod tests {
             Pick::AllCooling { back_at_ms } => assert_eq!(back_at_ms, 9_000),
             other => panic!("{other:?}"),
         }
-        assert_eq!(picked(pool.pick(9_000, std::slice::from_ref(&keys[3]))), "late");
+        assert_eq!(
+            picked(pool.pick(9_000, std::slice::from_ref(&keys[3]))),
+            "late"
+        );
     }
 
     #[test]
