@@ -276,6 +276,15 @@ fn checked_proxies(raw: &[String]) -> Result<Vec<String>, Error> {
         .collect())
 }
 
+/// A key's pinned proxy, checked and normalised as the store keeps it; empty stays empty
+/// (no pin). `AddKeys` and `SetKeyProxy` share it so a pin is accepted the same either way.
+fn checked_key_proxy(raw: &str) -> Result<String, Error> {
+    match raw.trim() {
+        "" => Ok(String::new()),
+        raw => Ok(model::ProxyUrl::parse(raw)?.expose().to_string()),
+    }
+}
+
 /// Checked headers, names lowercased, values trimmed, as the store keeps them.
 fn checked_headers(raw: &[pb::UpstreamHeader]) -> Result<Vec<pb::UpstreamHeader>, Error> {
     let parsed =
@@ -676,13 +685,7 @@ impl AdminService for Admin {
             return Err(Error::Invalid("a provider is required".into()).into());
         }
         let lines = classify_lines(&provider, &req.keys);
-        let proxy = match req.proxy.trim() {
-            "" => String::new(),
-            raw => model::ProxyUrl::parse(raw)
-                .map_err(Error::from)?
-                .expose()
-                .to_string(),
-        };
+        let proxy = checked_key_proxy(&req.proxy)?;
         let (results, revision) = self
             .store
             .commit(move |tx| {
@@ -899,6 +902,38 @@ impl AdminService for Admin {
         Ok(Response::new(pb::DeleteKeysResponse {
             revision: revision_after(&self.store, revision),
             deleted,
+        }))
+    }
+
+    async fn set_key_proxy(
+        &self,
+        request: Request<pb::SetKeyProxyRequest>,
+    ) -> Result<Response<pb::SetKeyProxyResponse>, Status> {
+        let req = request.into_inner();
+        let ids = checked_ids(&req.ids)?;
+        let proxy = checked_key_proxy(&req.proxy)?;
+        let shown = mask_proxy(&proxy);
+        let (updated, revision) = self
+            .store
+            .commit(move |tx| {
+                // Every id is looked up before any write, so an unknown one changes nothing.
+                let keys = keys_or_not_found(tx, &ids)?;
+                let mut updated = 0;
+                for mut key in keys {
+                    if key.proxy == proxy {
+                        continue;
+                    }
+                    key.proxy.clone_from(&proxy);
+                    tx.put(TreeId::Keys, &key.id, &key)?;
+                    updated += 1;
+                }
+                Ok(updated)
+            })
+            .await?;
+        tracing::info!(updated, proxy = %shown, ?revision, "key proxies set");
+        Ok(Response::new(pb::SetKeyProxyResponse {
+            revision: revision_after(&self.store, revision),
+            updated,
         }))
     }
 
@@ -1475,6 +1510,20 @@ mod tests {
             note(&gemini, keys(1, 1), RouteStrategy::LowestCost),
             "speaks gemini: the openai request is translated; no price: ranked after priced candidates"
         );
+    }
+
+    #[test]
+    fn key_proxies_are_normalised_and_refused_without_their_password() {
+        assert_eq!(checked_key_proxy("  ").unwrap(), "");
+        assert_eq!(
+            checked_key_proxy(" SOCKS5h://u:p@Proxy.Example ").unwrap(),
+            "socks5://u:p@proxy.example:1080"
+        );
+        let err = checked_key_proxy("ftp://u:hunter2@h:1").unwrap_err();
+        let status = Status::from(err);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("u:***@h:1"), "{status:?}");
+        assert!(!status.message().contains("hunter2"), "{status:?}");
     }
 
     #[test]
