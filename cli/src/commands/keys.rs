@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{ArgGroup, Subcommand};
-use fulcrum_proto::model::KeyState;
+use fulcrum_proto::model::{KeyState, mask_proxy};
 use fulcrum_proto::pb;
 use serde_json::{Value, json};
 
@@ -117,6 +117,21 @@ pub enum KeysCommand {
         #[arg(required = true, value_parser = parse_key_id)]
         ids: Vec<String>,
     },
+    /// Pin keys to an outbound proxy (`--proxy`), or unpin them (`--direct`) so that
+    /// each goes back to its provider's proxy assignment, or direct.
+    ///
+    /// The keys keep their ids, states and history; all of them change or none does.
+    #[command(group(ArgGroup::new("way").required(true).args(["proxy", "direct"])))]
+    SetProxy {
+        #[arg(required = true, value_parser = parse_key_id)]
+        ids: Vec<String>,
+        /// The proxy: `http://` or `socks5://`, optionally with `user:password@`.
+        #[arg(long, value_name = "URL", value_parser = Secretive(parse_proxy))]
+        proxy: Option<String>,
+        /// Unpin the keys.
+        #[arg(long)]
+        direct: bool,
+    },
     /// One key's traffic over a window: calls, statuses, error classes, tokens, latency.
     Usage(super::stats::UsageArgs),
 }
@@ -193,6 +208,20 @@ pub async fn run(
             let response = client.delete_keys(request).await?.into_inner();
             changed(format, "removed", response.deleted, response.revision)
         }
+        KeysCommand::SetProxy { ids, proxy, .. } => {
+            // clap lets through exactly one of --proxy and --direct; no proxy is --direct.
+            let request = pb::SetKeyProxyRequest {
+                ids: ids.clone(),
+                proxy: proxy.clone().unwrap_or_default(),
+            };
+            let response = client.set_key_proxy(request).await?.into_inner();
+            proxy_set(
+                format,
+                proxy.as_deref(),
+                response.updated,
+                response.revision,
+            )
+        }
         KeysCommand::Usage(_) => {
             unreachable!("commands::run serves keys usage with a LogService client")
         }
@@ -205,6 +234,27 @@ fn changed(format: Format, verb: &str, count: u64, revision: u64) -> anyhow::Res
     }
     let noun = if count == 1 { "key" } else { "keys" };
     output::print(&format!("{verb} {count} {noun} (revision {revision})"))
+}
+
+/// What `keys set-proxy` did; the proxy is shown with its password masked.
+fn proxy_set(
+    format: Format,
+    proxy: Option<&str>,
+    updated: u64,
+    revision: u64,
+) -> anyhow::Result<()> {
+    let shown = proxy.map(mask_proxy);
+    if format == Format::Json {
+        return output::print_json(
+            &json!({ "updated": updated, "revision": revision, "proxy": shown }),
+        );
+    }
+    let noun = if updated == 1 { "key" } else { "keys" };
+    let line = match shown {
+        Some(proxy) => format!("pinned {updated} {noun} to {proxy} (revision {revision})"),
+        None => format!("unpinned {updated} {noun} (revision {revision})"),
+    };
+    output::print(&line)
 }
 
 // === add ===
@@ -758,6 +808,41 @@ mod tests {
         let cmd =
             parse(&["keys", "disable", "0123456789abcdef", "--reason", "leaked"]).expect("parses");
         assert!(matches!(cmd, KeysCommand::Disable { reason: Some(r), .. } if r == "leaked"));
+    }
+
+    #[test]
+    fn set_proxy_takes_a_proxy_or_direct() {
+        let id = "0123456789abcdef";
+        let cmd = parse(&["keys", "set-proxy", id, "--proxy", "SOCKS5://h:1"]).expect("parses");
+        assert!(
+            matches!(&cmd, KeysCommand::SetProxy { ids, proxy: Some(p), direct: false } if ids.len() == 1 && p == "socks5://h:1"),
+            "{cmd:?}"
+        );
+        let cmd = parse(&["keys", "set-proxy", id, id, "--direct"]).expect("parses");
+        assert!(matches!(
+            cmd,
+            KeysCommand::SetProxy {
+                proxy: None,
+                direct: true,
+                ..
+            }
+        ));
+        let usage = |args: &[&str]| parse(args).expect_err("refused").exit_code();
+        assert_eq!(
+            usage(&["keys", "set-proxy", id]),
+            2,
+            "one of the two needed"
+        );
+        assert_eq!(
+            usage(&["keys", "set-proxy", id, "--direct", "--proxy", "http://h:1"]),
+            2
+        );
+        assert_eq!(usage(&["keys", "set-proxy", "--direct"]), 2, "no id");
+        let err = parse(&["keys", "set-proxy", id, "--proxy", "ftp://u:hunter2@h:1"])
+            .expect_err("refused");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("u:***@h:1"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]
