@@ -1,7 +1,8 @@
 //! Keys at scale and their way out: 100,000 keys imported through `fulcrumctl`, paged and
 //! exported; outbound proxies (HTTP CONNECT and SOCKS5, on loopback) carrying exactly the
-//! traffic of the keys assigned to them, before and after a control-plane restart; provider
-//! headers on every upstream request.
+//! traffic of the keys assigned to them, before and after a control-plane restart; keys
+//! pinned and unpinned in place with `keys set-proxy`; provider headers on every upstream
+//! request.
 #![allow(clippy::unwrap_used, reason = "a panic is how a test reports failure")]
 
 use std::collections::{HashMap, HashSet};
@@ -539,5 +540,222 @@ async fn export_json_carries_state_and_pinned_proxy_masked() {
         .fails_with("not found");
     let none = ctl(&control, &["keys", "export", "--state", "disabled"]).await;
     assert_eq!(none.ok().lines().count(), 1, "{none:?}");
+    control.stop().await;
+}
+
+/// Each key's (upstream calls, requests through `proxy`) now, by secret.
+fn traffic(
+    upstream: &MockUpstream,
+    proxy: &ProxyServer,
+    secrets: &[&str],
+) -> HashMap<String, (usize, usize)> {
+    secrets
+        .iter()
+        .map(|secret| {
+            let needle = format!("authorization: Bearer {secret}\r\n");
+            (
+                secret.to_string(),
+                (upstream.calls(secret), proxy.sent_count(&needle)),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn set_proxy_pins_and_unpins_keys_in_one_revision_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlPlaneHandle::start(dir.path()).await;
+    let upstream = MockUpstream::start().await;
+    let proxy = ProxyServer::start(ProxyKind::Socks5, Some(("pin", "pin-pass-3"))).await;
+    // No provider proxies: an unpinned key goes direct.
+    ctl(
+        &control,
+        &[
+            "providers",
+            "add",
+            "up",
+            "--type",
+            "openai",
+            "--base-url",
+            &upstream.openai_base_url(),
+        ],
+    )
+    .await
+    .ok();
+    let secrets = [
+        "sk-setproxy-a-abcdefgh",
+        "sk-setproxy-b-abcdefgh",
+        "sk-setproxy-c-abcdefgh",
+    ];
+    // No probes: every upstream call in this test is a client request through the plane.
+    let mut add = vec!["keys", "add", "--provider", "up", "--no-validate"];
+    add.extend(secrets);
+    ctl(&control, &add).await.ok();
+    let [a, b, c] = secrets.map(|s| key_id("up", s));
+    let masked = format!("socks5://pin:***@{}", proxy.addr);
+    let token = control
+        .admin()
+        .await
+        .create_client_token(pb::CreateClientTokenRequest { name: "app".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let plane = DataPlaneHandle::start(&control.endpoint(), &control.join_token, "dp-1").await;
+    plane.wait_for_revision(control.store().revision()).await;
+    let listed_proxies = || async {
+        let listed = ctl(&control, &["-o", "json", "keys", "list"]).await.json();
+        listed["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["id"].as_str().unwrap().to_string(),
+                    k["proxy"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<HashMap<String, String>>()
+    };
+
+    // Pin two keys: one revision, one change-log entry naming both.
+    let before = control.store().revision();
+    let out = ctl(
+        &control,
+        &["keys", "set-proxy", &a, &b, "--proxy", &proxy.url()],
+    )
+    .await;
+    let pinned_at = before + 1;
+    assert_eq!(
+        out.ok().trim(),
+        format!("pinned 2 keys to {masked} (revision {pinned_at})")
+    );
+    assert!(!out.stderr.contains("pin-pass-3"), "{out:?}");
+    assert_eq!(control.store().revision(), pinned_at);
+    let entries = control
+        .store()
+        .changes_since(before, pinned_at)
+        .unwrap()
+        .unwrap();
+    let mut changed: Vec<&str> = entries[0].changed.iter().map(|r| r.name.as_str()).collect();
+    changed.sort_unstable();
+    let mut expected = vec![a.as_str(), b.as_str()];
+    expected.sort_unstable();
+    assert_eq!(changed, expected);
+
+    // Shown masked, by `keys list` and `keys export`; the third key stays unpinned.
+    let proxies = listed_proxies().await;
+    assert_eq!(proxies[&a], masked);
+    assert_eq!(proxies[&b], masked);
+    assert_eq!(proxies[&c], "");
+    let exported = ctl(&control, &["-o", "json", "keys", "export"]).await;
+    assert!(!exported.stdout.contains("pin-pass-3"), "{exported:?}");
+    let exported = exported.json();
+    let pins: Vec<&str> = exported["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["proxy"].as_str().filter(|p| !p.is_empty()))
+        .collect();
+    assert_eq!(pins, vec![masked.as_str(); 2], "{exported}");
+
+    // The data plane sends the pinned keys' traffic through the proxy, the other direct.
+    plane.wait_for_revision(pinned_at).await;
+    let start = traffic(&upstream, &proxy, &secrets);
+    for _ in 0..9 {
+        chat(&plane, &token).await;
+    }
+    let now = traffic(&upstream, &proxy, &secrets);
+    for secret in &secrets[..2] {
+        let calls = now[*secret].0 - start[*secret].0;
+        assert!(calls > 0, "{secret} never used");
+        assert_eq!(
+            now[*secret].1 - start[*secret].1,
+            calls,
+            "{secret} did not go through the proxy each time"
+        );
+    }
+    assert!(now[secrets[2]].0 > start[secrets[2]].0, "third key unused");
+    assert_eq!(
+        now[secrets[2]].1, 0,
+        "the unpinned key went through the proxy"
+    );
+    assert!(proxy.tunnels_to(&upstream.addr().to_string()) > 0);
+    assert_eq!(proxy.refused(), 0, "credentials refused");
+
+    // Pinning again to the same proxy changes nothing and bumps no revision.
+    let again = ctl(
+        &control,
+        &[
+            "-o",
+            "json",
+            "keys",
+            "set-proxy",
+            &a,
+            "--proxy",
+            &proxy.url(),
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(again["updated"], 0, "{again}");
+    assert_eq!(again["revision"], pinned_at, "{again}");
+    assert_eq!(again["proxy"], masked.as_str(), "{again}");
+
+    // A bad URL: refused with its password masked, nothing stored. The CLI checks it
+    // before calling; the control plane checks it again for other clients.
+    let bad = ctl(
+        &control,
+        &["keys", "set-proxy", &c, "--proxy", "ftp://u:hunter2@h:1"],
+    )
+    .await;
+    bad.fails_with("scheme must be http or socks5");
+    assert!(bad.stderr.contains("u:***@h:1"), "{bad:?}");
+    assert!(!bad.stderr.contains("hunter2"), "{bad:?}");
+    let status = control
+        .admin()
+        .await
+        .set_key_proxy(pb::SetKeyProxyRequest {
+            ids: vec![c.clone()],
+            proxy: "socks5://u:hunter2@h:notaport".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("u:***@h:notaport"), "{status:?}");
+    assert!(!status.message().contains("hunter2"), "{status:?}");
+
+    // An unknown id among known ones: named, and none of them changes.
+    let ghost = "ffffffffffffffff";
+    ctl(&control, &["keys", "set-proxy", &a, ghost, "--direct"])
+        .await
+        .fails_with(&format!("key \"{ghost}\" not found"));
+    assert_eq!(control.store().revision(), pinned_at, "a failed call wrote");
+    assert_eq!(listed_proxies().await, proxies);
+
+    // Unpin: the keys go direct again, in one more revision.
+    let out = ctl(&control, &["keys", "set-proxy", &a, &b, "--direct"]).await;
+    let unpinned_at = pinned_at + 1;
+    assert_eq!(
+        out.ok().trim(),
+        format!("unpinned 2 keys (revision {unpinned_at})")
+    );
+    assert!(listed_proxies().await.values().all(String::is_empty));
+    plane.wait_for_revision(unpinned_at).await;
+    let start = traffic(&upstream, &proxy, &secrets);
+    let through_proxy = proxy.sent_count("authorization: Bearer ");
+    for _ in 0..9 {
+        chat(&plane, &token).await;
+    }
+    let now = traffic(&upstream, &proxy, &secrets);
+    for secret in &secrets {
+        assert!(now[*secret].0 > start[*secret].0, "{secret} unused");
+    }
+    assert_eq!(
+        proxy.sent_count("authorization: Bearer "),
+        through_proxy,
+        "traffic still went through the unpinned proxy"
+    );
+    plane.stop().await;
     control.stop().await;
 }
