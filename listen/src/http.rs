@@ -1,4 +1,5 @@
-//! An HTTP server (HTTP/1.1 and HTTP/2) for an axum router, with TLS when configured and
+//! An HTTP server (HTTP/1.1 and HTTP/2) for a service (an axum router, or a service that
+//! sends most requests past one), with TLS when configured and
 //! limits on every connection, so that slow or numerous clients cannot hold the listener:
 //!
 //! - at most `max_connections` open at once; one more is closed on arrival;
@@ -8,12 +9,13 @@
 //! - request heads up to `max_header_bytes` (431 beyond), HTTP/2 streams up to
 //!   `http2_max_concurrent_streams` per connection, pings to find dead HTTP/2 peers.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -67,17 +69,31 @@ pub struct ConnectionStats {
     pub failed_handshakes: AtomicU64,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
+/// Serves `router` (an axum `Router`, or any cloneable service of hyper's requests whose
+/// errors are answers) on `listener` until `shutdown` resolves, then stops accepting, lets
 /// open connections finish their requests and returns once they have. Dropping the
 /// future closes every connection at once (the connection tasks are owned here).
-pub async fn serve(
+pub async fn serve<S, B>(
     listener: TcpListener,
-    router: Router,
+    router: S,
     tls: Option<ServerTls>,
     limits: HttpLimits,
     stats: Arc<ConnectionStats>,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    S: tower_service::Service<
+            http::Request<Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static,
+{
     let builders = Arc::new(Builders::new(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopped) = watch::channel(false);
@@ -164,15 +180,29 @@ impl Builders {
     }
 }
 
-struct Connection {
+struct Connection<S> {
     builders: Arc<Builders>,
-    router: Router,
+    router: S,
     stopped: watch::Receiver<bool>,
     stats: Arc<ConnectionStats>,
     timeout: Duration,
 }
 
-impl Connection {
+impl<S, B> Connection<S>
+where
+    S: tower_service::Service<
+            http::Request<Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static,
+{
     async fn run(self, tcp: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
         let peer = tcp.peer_addr().ok();
         let Some(acceptor) = tls else {
