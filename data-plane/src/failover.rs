@@ -362,10 +362,7 @@ impl Attempts<'_> {
                             let upstream = Upstream::Key(Arc::clone(&entry.key));
                             match self.attempt(candidate, entry, request, &mut meter).await {
                                 Ok(mut committed) => {
-                                    self.strategies.record_latency(
-                                        &candidate.provider.name,
-                                        started.elapsed(),
-                                    );
+                                    in_flight.record_latency(started.elapsed());
                                     if let Some((route, keep)) = sticky {
                                         let now = now_ms();
                                         let until = now.saturating_add(

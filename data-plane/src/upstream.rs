@@ -75,10 +75,15 @@ pub fn uri(
     let url = match provider.provider_type {
         ProviderType::OpenAi | ProviderType::Mock => {
             let path = openai::upstream_path(operation).ok_or_else(unsupported)?;
-            match operation {
-                Operation::GetModel => format!("{base}{path}/{model}"),
-                _ => format!("{base}{path}"),
+            // Built by hand: this is every OpenAI request's path, and `format!` costs more.
+            let mut url = String::with_capacity(base.len() + path.len() + 1 + model.len());
+            url.push_str(base);
+            url.push_str(path);
+            if operation == Operation::GetModel {
+                url.push('/');
+                url.push_str(model);
             }
+            url
         }
         ProviderType::Gemini | ProviderType::VertexExpress => {
             let root = if provider.provider_type == ProviderType::Gemini {
@@ -107,8 +112,8 @@ pub fn uri(
             }
         }
     };
-    url.parse::<Uri>()
-        .map_err(|_| format!("provider {:?} has an unusable base URL", provider.name))
+    // From the `String` itself: parsing a `&str` would copy it.
+    Uri::try_from(url).map_err(|_| format!("provider {:?} has an unusable base URL", provider.name))
 }
 
 /// Puts the provider key where its API expects it: a bearer token for OpenAI-compatible
@@ -125,9 +130,10 @@ pub fn set_credentials(
             let mut value = Vec::with_capacity(7 + secret.len());
             value.extend_from_slice(b"Bearer ");
             value.extend_from_slice(secret.as_bytes());
+            // The buffer becomes the value: one allocation, not a second copy.
             (
                 header::AUTHORIZATION,
-                HeaderValue::from_bytes(&value).map_err(invalid)?,
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).map_err(invalid)?,
             )
         }
         ProviderType::Gemini | ProviderType::VertexExpress => (
@@ -154,10 +160,12 @@ pub fn set_credentials(
 
 /// Copies the headers named in `names` from `from` into `to`.
 pub fn copy_headers(names: &[HeaderName], from: &HeaderMap, to: &mut HeaderMap) {
-    // Names made once, so a lookup hashes a ready name instead of parsing a string.
-    for name in names {
-        if let Some(value) = from.get(name) {
-            to.insert(name.clone(), value.clone());
+    // A message carries a few headers and the lists name up to a dozen: walking the
+    // message and comparing names (an enum compare for standard ones) costs less than
+    // hashing every listed name for a lookup.
+    for (name, value) in from {
+        if names.contains(name) {
+            to.append(name.clone(), value.clone());
         }
     }
 }

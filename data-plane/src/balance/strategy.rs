@@ -50,6 +50,23 @@ pub struct InFlight {
     stats: Arc<ProviderStats>,
 }
 
+impl InFlight {
+    /// Feeds one time-to-first-byte sample into the moving average of the provider this
+    /// request is at.
+    pub fn record_latency(&self, latency: Duration) {
+        let stats = &self.stats;
+        let sample = latency.as_secs_f64() * 1e6;
+        // A lost race between two updates loses one sample: harmless for an average.
+        let old = f64::from_bits(stats.latency_us.load(Ordering::Relaxed));
+        let new = if old == 0.0 {
+            sample
+        } else {
+            old + LATENCY_ALPHA * (sample - old)
+        };
+        stats.latency_us.store(new.to_bits(), Ordering::Relaxed);
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -78,20 +95,6 @@ impl StrategyState {
         let stats = self.stats(provider);
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight { stats }
-    }
-
-    /// Feeds one time-to-first-byte sample into the provider's moving average.
-    pub fn record_latency(&self, provider: &str, latency: Duration) {
-        let stats = self.stats(provider);
-        let sample = latency.as_secs_f64() * 1e6;
-        // A lost race between two updates loses one sample: harmless for an average.
-        let old = f64::from_bits(stats.latency_us.load(Ordering::Relaxed));
-        let new = if old == 0.0 {
-            sample
-        } else {
-            old + LATENCY_ALPHA * (sample - old)
-        };
-        stats.latency_us.store(new.to_bits(), Ordering::Relaxed);
     }
 
     fn in_flight(&self, provider: &str) -> u64 {
@@ -333,15 +336,15 @@ mod tests {
             state.order(RouteStrategy::LeastInFlight, "r", &slots),
             [0, 1]
         );
-        state.record_latency("a", Duration::from_millis(300));
-        state.record_latency("b", Duration::from_millis(100));
+        state.start("a").record_latency(Duration::from_millis(300));
+        state.start("b").record_latency(Duration::from_millis(100));
         assert_eq!(
             state.order(RouteStrategy::LowestLatency, "r", &slots),
             [1, 0]
         );
         // The average moves towards new samples.
         for _ in 0..30 {
-            state.record_latency("a", Duration::from_millis(10));
+            state.start("a").record_latency(Duration::from_millis(10));
         }
         assert_eq!(
             state.order(RouteStrategy::LowestLatency, "r", &slots),
