@@ -48,8 +48,11 @@ const BATCH_RECORDS: usize = 1_000;
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Most unacknowledged batches; bounds the stream's send queue too.
 const UNACKED_BATCHES: usize = 256;
-/// How often records are taken from their queue.
-pub const TICK: Duration = Duration::from_millis(100);
+/// How often records are taken from their queue. Taking them encodes them, on the thread
+/// that serves requests: every 100 ms that was 2,500 records at 25,000 records/s, a
+/// 2–3 ms stall that doubled the p99 latency with request logging on. Every 10 ms the
+/// stall is a tenth of that, and the queue holds a tenth as many records.
+pub const TICK: Duration = Duration::from_millis(10);
 /// Longest a record waits for its batch to fill.
 pub const LINGER: Duration = Duration::from_millis(500);
 /// Longest the shipper tries to send what it holds once the data plane stops.
