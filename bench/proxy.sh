@@ -19,6 +19,10 @@
 #                      requests, so that no target runs saturated (the latency target)
 #                      json-paced-log: the same with request_logging on (the logging-cost
 #                      target compares the proxy's CPU per request at the same request rate)
+#                      json-jitter: json-paced with each think time drawn from PACE_MS/2
+#                      to 3*PACE_MS/2 (same mean), so the connections do not stay in
+#                      lockstep: wrk starts them together and a fixed think time keeps
+#                      them sending 128 requests at once, a burst real clients rarely make
 #   PACE_MS=8          think time per connection in the json-paced rows (128 connections:
 #                      at most 16,000 req/s offered)
 #   KEYS=1000          provider keys loaded into the control plane
@@ -35,7 +39,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 CONNECTIONS=${CONNECTIONS:-"32 128"}
 WRK_THREADS=${WRK_THREADS:-1}
-MODES=${MODES:-"json json-paced json-log json-paced-log stream gemini-json gemini-stream"}
+MODES=${MODES:-"json json-paced json-jitter json-log json-paced-log stream gemini-json gemini-stream"}
 PACE_MS=${PACE_MS:-8}
 KEYS=${KEYS:-1000}
 READY_RUNS=${READY_RUNS:-5}
@@ -372,7 +376,7 @@ fi
 [ "$FULCRUM_OK" -eq 1 ] || log "fulcrum-proxy failed the smoke request; its rows are measured anyway (see non-2xx). Log: $(tail -n 5 "$TMP/proxy.log")"
 
 # ---------------------------------------------------------------- load
-write_lua() { # file auth body [think time ms]
+write_lua() { # file auth body [think time ms [jitter]]
     local body=${3//\"/\\\"}
     cat >"$1" <<EOF
 wrk.method = "POST"
@@ -380,7 +384,10 @@ wrk.body = "$body"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $2"
 EOF
-    if [ -n "${4:-}" ]; then
+    if [ -n "${5:-}" ]; then
+        # Uniform around the mean, so that connections drift out of lockstep.
+        printf 'function delay()\n  return math.random(%s, %s)\nend\n' "$(($4 / 2))" "$(($4 * 3 / 2))" >>"$1"
+    elif [ -n "${4:-}" ]; then
         printf 'function delay()\n  return %s\nend\n' "$4" >>"$1"
     fi
 }
@@ -399,9 +406,9 @@ run_row() { # target mode conns url auth body pids...
     local target=$1 mode=$2 conns=$3 url=$4 auth=$5 body=$6
     shift 6
     local lua="$TMP/$target-$mode.lua" out="$TMP/wrk-$target-$mode-$conns.txt"
-    local pace=
-    case "$mode" in *-paced | *-paced-*) pace=$PACE_MS ;; esac
-    write_lua "$lua" "$auth" "$body" "$pace"
+    local pace= jitter=
+    case "$mode" in *-paced | *-paced-*) pace=$PACE_MS ;; *-jitter) pace=$PACE_MS jitter=1 ;; esac
+    write_lua "$lua" "$auth" "$body" "$pace" "$jitter"
     log "$target $mode c=$conns: warmup $WARMUP, run $DURATION"
     taskset -c "$LOAD_CPU" wrk -t "$WRK_THREADS" -c "$conns" -d "$WARMUP" -s "$lua" "$url/v1/chat/completions" >/dev/null 2>&1 || true
     local samples="$TMP/rss-$target-$mode-$conns.txt"
@@ -464,16 +471,16 @@ set_setting() { # name value
 set_setting request_logging false
 for mode in $MODES; do
     case "$mode" in
-        json | json-log | json-paced | json-paced-log) body=$BODY ;;
+        json | json-log | json-paced | json-paced-log | json-jitter) body=$BODY ;;
         stream | stream-log) body=$SBODY ;;
         gemini-json) body=$GBODY ;;
         gemini-stream) body=$GSBODY ;;
-        *) die "unknown mode $mode (json, json-paced, json-log, json-paced-log, stream, stream-log, gemini-json, gemini-stream)" ;;
+        *) die "unknown mode $mode (json, json-paced, json-jitter, json-log, json-paced-log, stream, stream-log, gemini-json, gemini-stream)" ;;
     esac
     case "$mode" in *-log) set_setting request_logging true ;; esac
     for c in $CONNECTIONS; do
         # Paced load measures latency below saturation, at the highest connection count.
-        case "$mode" in *-paced | *-paced-*) [ "$c" = "$(printf '%s\n' $CONNECTIONS | sort -n | tail -n1)" ] || continue ;; esac
+        case "$mode" in *-paced | *-paced-* | *-jitter) [ "$c" = "$(printf '%s\n' $CONNECTIONS | sort -n | tail -n1)" ] || continue ;; esac
         case "$mode" in
             gemini-* | *-log) ;; # nothing to compare with: only Fulcrum translates and logs
             *)
@@ -516,6 +523,12 @@ d99=$(awk -v a="${P99[fulcrum/$LM/$max_c]}" -v b="${P99[direct/$LM/$max_c]}" 'BE
 n99=
 [ -z "$NGINX_PORT" ] || n99=$(awk -v a="${P99[nginx/$LM/$max_c]}" -v b="${P99[direct/$LM/$max_c]}" 'BEGIN { printf "; nginx adds %.2f ms", a - b }')
 TARGETS+=("| fulcrum p99 − direct p99 at $max_c connections ($LM, ${RPS[fulcrum/$LM/$max_c]} req/s) | ≤ 1 ms | $d99 ms (${P99[fulcrum/$LM/$max_c]} − ${P99[direct/$LM/$max_c]}$n99) | $(verdict "$(awk -v d="$d99" 'BEGIN { print (d <= 1) }')") |")
+if printf '%s\n' $MODES | grep -qx json-jitter; then
+    j99=$(awk -v a="${P99[fulcrum/json-jitter/$max_c]}" -v b="${P99[direct/json-jitter/$max_c]}" 'BEGIN { printf "%.2f", a - b }')
+    jn99=
+    [ -z "$NGINX_PORT" ] || jn99=$(awk -v a="${P99[nginx/json-jitter/$max_c]}" -v b="${P99[direct/json-jitter/$max_c]}" 'BEGIN { printf "; nginx adds %.2f ms", a - b }')
+    TARGETS+=("| fulcrum p99 − direct p99 at $max_c connections (json-jitter: think times out of lockstep, ${RPS[fulcrum/json-jitter/$max_c]} req/s) | ≤ 1 ms | $j99 ms (${P99[fulcrum/json-jitter/$max_c]} − ${P99[direct/json-jitter/$max_c]}$jn99) | $(verdict "$(awk -v d="$j99" 'BEGIN { print (d <= 1) }')") |")
+fi
 if [ "$LM" != "$JM" ]; then
     s99=$(awk -v a="${P99[fulcrum/$JM/$max_c]}" -v b="${P99[direct/$JM/$max_c]}" 'BEGIN { printf "%.2f", a - b }')
     TARGETS+=("| (for comparison, saturated: fulcrum p99 − direct p99 at $max_c connections, $JM) | - | $s99 ms (${P99[fulcrum/$JM/$max_c]} − ${P99[direct/$JM/$max_c]}) | - |")
