@@ -69,18 +69,26 @@ pub struct ConnectionStats {
     pub failed_handshakes: AtomicU64,
 }
 
-/// Serves `router` (an axum `Router`, or any cloneable service of hyper's requests whose
-/// errors are answers) on `listener` until `shutdown` resolves, then stops accepting, lets
-/// open connections finish their requests and returns once they have. Dropping the
-/// future closes every connection at once (the connection tasks are owned here).
-pub async fn serve<S, B>(
-    listener: TcpListener,
-    router: S,
-    tls: Option<ServerTls>,
-    limits: HttpLimits,
-    stats: Arc<ConnectionStats>,
-    shutdown: impl Future<Output = ()>,
-) where
+/// What [`serve`] serves: an axum `Router`, or any cloneable service of hyper's requests
+/// whose errors are answers.
+pub trait HttpService:
+    tower_service::Service<
+        http::Request<Incoming>,
+        Response = http::Response<Self::ResponseBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    type ResponseBody: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
+}
+
+impl<S, B> HttpService for S
+where
     S: tower_service::Service<
             http::Request<Incoming>,
             Response = http::Response<B>,
@@ -93,6 +101,22 @@ pub async fn serve<S, B>(
     B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
         + Send
         + 'static,
+{
+    type ResponseBody = B;
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
+/// open connections finish their requests and returns once they have. Dropping the
+/// future closes every connection at once (the connection tasks are owned here).
+pub async fn serve<S>(
+    listener: TcpListener,
+    router: S,
+    tls: Option<ServerTls>,
+    limits: HttpLimits,
+    stats: Arc<ConnectionStats>,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: HttpService,
 {
     let builders = Arc::new(Builders::new(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -188,21 +212,7 @@ struct Connection<S> {
     timeout: Duration,
 }
 
-impl<S, B> Connection<S>
-where
-    S: tower_service::Service<
-            http::Request<Incoming>,
-            Response = http::Response<B>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
-        + Send
-        + 'static,
-{
+impl<S: HttpService> Connection<S> {
     async fn run(self, tcp: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
         let peer = tcp.peer_addr().ok();
         let Some(acceptor) = tls else {
