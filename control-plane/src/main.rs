@@ -171,7 +171,9 @@ async fn main() -> anyhow::Result<()> {
                 args.grpc_listen, args.http_listen
             )
         })?;
-    control.serve(listeners, shutdown_signal()).await?;
+    control
+        .serve(listeners, fulcrum_listen::shutdown_signal())
+        .await?;
     Ok(())
 }
 
@@ -200,22 +202,5 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the control plane");
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
     }
 }

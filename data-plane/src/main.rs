@@ -166,7 +166,9 @@ async fn run(args: Args, log_level: Option<LogLevel>) -> anyhow::Result<()> {
     if let Some(level) = log_level {
         data_plane = data_plane.with_log_level(level);
     }
-    data_plane.serve(listener, shutdown_signal()).await?;
+    data_plane
+        .serve(listener, fulcrum_listen::shutdown_signal())
+        .await?;
     Ok(())
 }
 
@@ -216,33 +218,4 @@ fn default_node_id() -> String {
     }
     // Without randomness two such nodes would share an id; 0 still starts the process.
     format!("dp-{:016x}", getrandom::u64().unwrap_or(0))
-}
-
-/// Resolves on the first SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for sigterm");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    tokio::select! {
-        () = ctrl_c => tracing::info!("ctrl-c received"),
-        () = terminate => tracing::info!("sigterm received"),
-    }
 }
