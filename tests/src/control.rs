@@ -161,6 +161,17 @@ impl ControlPlaneHandle {
             .max_encoding_message_size(fulcrum_control::MAX_GRPC_MESSAGE_BYTES)
     }
 
+    /// A new client token named `name`, for requests to the data planes.
+    pub async fn client_token(&self, name: &str) -> String {
+        self.admin()
+            .await
+            .create_client_token(pb::CreateClientTokenRequest { name: name.into() })
+            .await
+            .expect("create client token")
+            .into_inner()
+            .token
+    }
+
     /// An admin client that sends `token` (to check which admin tokens are accepted).
     pub async fn admin_with(&self, token: &str) -> AdminClient {
         let channel = Channel::from_shared(self.endpoint())

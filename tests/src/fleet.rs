@@ -99,12 +99,7 @@ impl Fleet {
                 .await
                 .expect("put route");
         }
-        let token = admin
-            .create_client_token(pb::CreateClientTokenRequest { name: "app".into() })
-            .await
-            .expect("create client token")
-            .into_inner()
-            .token;
+        let token = control.client_token("app").await;
         let plane = DataPlaneHandle::start(&control.endpoint(), &control.join_token, "dp-0").await;
         plane.wait_for_revision(control.store().revision()).await;
         Self {

@@ -58,12 +58,7 @@ impl Gateway {
                 .await
                 .expect("set setting");
         }
-        let token = admin
-            .create_client_token(pb::CreateClientTokenRequest { name: "app".into() })
-            .await
-            .expect("create client token")
-            .into_inner()
-            .token;
+        let token = control.client_token("app").await;
         let revision = control.store().revision();
         let mut started = Vec::new();
         for i in 0..planes {

@@ -166,14 +166,7 @@ async fn proxies_carry_their_keys_traffic_and_keep_it_after_a_restart() {
     assert_eq!(counts[2]["pinned"], 1, "{summary}");
     assert!(!summary.to_string().contains("socks-pass-2"), "{summary}");
 
-    let token = control
-        .admin()
-        .await
-        .create_client_token(pb::CreateClientTokenRequest { name: "app".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = control.client_token("app").await;
 
     // Every key's traffic went through its proxy and no other; run after each round.
     let check = |round: &str| {
@@ -286,14 +279,7 @@ async fn a_wrong_proxy_password_fails_the_attempt_without_leaking_it() {
     )
     .await
     .ok();
-    let token = control
-        .admin()
-        .await
-        .create_client_token(pb::CreateClientTokenRequest { name: "app".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = control.client_token("app").await;
     let plane = DataPlaneHandle::start(&control.endpoint(), &control.join_token, "dp-1").await;
     plane.wait_for_revision(control.store().revision()).await;
     let auth = format!("Bearer {token}");
@@ -593,14 +579,7 @@ async fn set_proxy_pins_and_unpins_keys_in_one_revision_each() {
     ctl(&control, &add).await.ok();
     let [a, b, c] = secrets.map(|s| key_id("up", s));
     let masked = format!("socks5://pin:***@{}", proxy.addr);
-    let token = control
-        .admin()
-        .await
-        .create_client_token(pb::CreateClientTokenRequest { name: "app".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = control.client_token("app").await;
     let plane = DataPlaneHandle::start(&control.endpoint(), &control.join_token, "dp-1").await;
     plane.wait_for_revision(control.store().revision()).await;
     let listed_proxies = || async {
