@@ -23,10 +23,14 @@
 #                      to 3*PACE_MS/2 (same mean), so the connections do not stay in
 #                      lockstep: wrk starts them together and a fixed think time keeps
 #                      them sending 128 requests at once, a burst real clients rarely make
+#                      json-rate: open loop at RATE req/s over the highest connection
+#                      count, Poisson arrivals, latency from each request's due time
+#                      (tests/src/bin/load_rate.rs); the latency verdict's row
 #   PACE_MS=8          think time per connection in the json-paced rows (128 connections:
 #                      at most 16,000 req/s offered)
-#   LATENCY_RUNS=3     times each target runs the json-paced and json-jitter rows, the
-#                      targets taking turns; the latency verdict uses the median p99
+#   RATE=12000         requests per second in the json-rate rows (about json-paced's rate)
+#   LATENCY_RUNS=3     times each target runs the json-rate, json-paced and json-jitter
+#                      rows, the targets taking turns; latency figures use the median p99
 #   KEYS=1000          provider keys loaded into the control plane
 #   READY_RUNS=5       fulcrum-proxy starts timed for "ready after exec"
 #   LOAD_CPU=0 PROXY_CPU=1   CPUs for wrk + mock (+ control plane) and for the proxy under test
@@ -41,8 +45,9 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 CONNECTIONS=${CONNECTIONS:-"32 128"}
 WRK_THREADS=${WRK_THREADS:-1}
-MODES=${MODES:-"json json-paced json-jitter json-log json-paced-log stream gemini-json gemini-stream"}
+MODES=${MODES:-"json json-rate json-paced json-jitter json-log json-paced-log stream gemini-json gemini-stream"}
 PACE_MS=${PACE_MS:-8}
+RATE=${RATE:-12000}
 LATENCY_RUNS=${LATENCY_RUNS:-3}
 KEYS=${KEYS:-1000}
 READY_RUNS=${READY_RUNS:-5}
@@ -109,7 +114,7 @@ if [ "$BUILD" -eq 1 ]; then
     log "cargo build --release (fulcrum-control, fulcrum-proxy, fulcrumctl, mock-upstream)"
     (cd "$ROOT" && cargo build --release --quiet -p fulcrum-control -p fulcrum-proxy -p fulcrumctl -p fulcrum-tests --bins)
 fi
-for b in fulcrum-control fulcrum-proxy fulcrumctl mock-upstream; do
+for b in fulcrum-control fulcrum-proxy fulcrumctl mock-upstream load-rate; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is missing: build it or drop --no-build"
 done
 
@@ -174,17 +179,33 @@ status_kb() {
     echo "$total"
 }
 
-# Samples VmRSS of the PIDs every 100 ms into FILE until killed.
+# Samples VmRSS of the PIDs every 100 ms into FILE until killed: on the load CPU, with
+# bash builtins only (the wait is a read from a FIFO that nobody writes). Before, an awk
+# and a sleep started every 100 ms stalled the CPU they ran on for about a millisecond
+# each time: 1% of the run, which is what a p99 shows.
+SAMPLER_FIFO=
 start_sampler() {
     local file=$1
     shift
+    if [ -z "$SAMPLER_FIFO" ]; then
+        SAMPLER_FIFO="$TMP/sampler.fifo"
+        mkfifo "$SAMPLER_FIFO"
+    fi
     (
+        exec 9<>"$SAMPLER_FIFO"
         while :; do
-            status_kb VmRSS "$@" >>"$file"
-            sleep 0.1
+            total=0
+            for pid in "$@"; do
+                while read -r field value _; do
+                    [ "$field" != VmRSS: ] || total=$((total + value))
+                done <"/proc/$pid/status" 2>/dev/null || true
+            done
+            echo "$total" >>"$file"
+            read -r -t 0.1 -u 9 _ || true
         done
     ) &
     SAMPLER_PID=$!
+    taskset -pc "$LOAD_CPU" "$SAMPLER_PID" >/dev/null 2>&1 || true
 }
 stop_sampler() {
     [ -z "$SAMPLER_PID" ] || { kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; }
@@ -395,6 +416,14 @@ EOF
     fi
 }
 
+# wrk durations like 10s / 2m / 500ms -> seconds (for load-rate)
+secs() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "ms") n /= 1000; else if (u == "m") n *= 60; else if (u == "h") n *= 3600
+        print n }'
+}
+
 # wrk latency like 812.00us / 1.23ms / 1.02s / 2.00m -> ms
 to_ms() {
     awk -v v="$1" 'BEGIN {
@@ -413,24 +442,54 @@ run_row() { # target mode conns url auth body pids...
     local lua="$TMP/$target-$mode.lua" out="$TMP/wrk-$target-$mode-$conns.txt"
     local pace= jitter=
     case "$mode" in *-paced | *-paced-*) pace=$PACE_MS ;; *-jitter) pace=$PACE_MS jitter=1 ;; esac
-    write_lua "$lua" "$auth" "$body" "$pace" "$jitter"
-    log "$target $mode c=$conns: warmup $WARMUP, run $DURATION"
-    taskset -c "$LOAD_CPU" wrk -t "$WRK_THREADS" -c "$conns" -d "$WARMUP" -s "$lua" "$url/v1/chat/completions" >/dev/null 2>&1 || true
     local samples="$TMP/rss-$target-$mode-$conns.txt"
-    : >"$samples"
-    [ "$#" -eq 0 ] || start_sampler "$samples" "$@"
     local ticks0 t0 ticks1 t1 cpu="-"
-    ticks0=$(cpu_ticks "$@")
-    t0=$(date +%s%N)
-    taskset -c "$LOAD_CPU" wrk -t "$WRK_THREADS" -c "$conns" -d "$DURATION" --latency -s "$lua" \
-        "$url/v1/chat/completions" >"$out" 2>&1 || true
-    t1=$(date +%s%N)
+    : >"$samples"
+    # The latency rows go without samples (VmHWM still gives the peak): nothing but the
+    # load and the proxy should run while a p99 is measured.
+    local sample=1
+    case "$mode" in json-rate | json-paced | json-jitter) sample=0 ;; esac
+    if [ "$mode" = json-rate ]; then
+        # Open loop: load-rate warms up and measures in one process, so the proxy's CPU
+        # time counts from the start of the warmup, and is divided by every request sent.
+        log "$target $mode c=$conns: $RATE req/s (Poisson), warmup $WARMUP, run $DURATION"
+        [ "$#" -eq 0 ] || [ "$sample" -eq 0 ] || start_sampler "$samples" "$@"
+        ticks0=$(cpu_ticks "$@")
+        t0=$(date +%s%N)
+        taskset -c "$LOAD_CPU" "$BIN/load-rate" --url "$url/v1/chat/completions" --rate "$RATE" \
+            --connections "$conns" --warmup "$(secs "$WARMUP")" --duration "$(secs "$DURATION")" \
+            --body "$body" --header "Content-Type: application/json" --header "Authorization: Bearer $auth" \
+            >"$out" 2>&1 || true
+        t1=$(date +%s%N)
+        # Same report lines as wrk's, so that one parser reads both.
+        awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+            END { if (v["rate"] == "") exit
+                printf "%d requests in (measured)\nRequests/sec: %s\n", v["requests"], v["rate"]
+                printf "Requests sent with the warmup: %d\n", v["due"] - v["not_sent"]
+                printf "50%% %sus\n99%% %sus\n", v["p50_us"], v["p99_us"]
+                if (v["non2xx"] > 0) printf "Non-2xx or 3xx responses: %d\n", v["non2xx"]
+                if (v["errors"] + v["not_sent"] > 0) printf "Socket errors: %d failed, %d never sent\n", v["errors"], v["not_sent"] }' \
+            "$out" >"$out.wrk"
+        mv "$out.wrk" "$out"
+    else
+        write_lua "$lua" "$auth" "$body" "$pace" "$jitter"
+        log "$target $mode c=$conns: warmup $WARMUP, run $DURATION"
+        taskset -c "$LOAD_CPU" wrk -t "$WRK_THREADS" -c "$conns" -d "$WARMUP" -s "$lua" "$url/v1/chat/completions" >/dev/null 2>&1 || true
+        [ "$#" -eq 0 ] || [ "$sample" -eq 0 ] || start_sampler "$samples" "$@"
+        ticks0=$(cpu_ticks "$@")
+        t0=$(date +%s%N)
+        taskset -c "$LOAD_CPU" wrk -t "$WRK_THREADS" -c "$conns" -d "$DURATION" --latency -s "$lua" \
+            "$url/v1/chat/completions" >"$out" 2>&1 || true
+        t1=$(date +%s%N)
+    fi
     ticks1=$(cpu_ticks "$@")
     stop_sampler
     local cpu_us="-"
     if [ "$#" -gt 0 ]; then
         cpu=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }')
-        cpu_us=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$(awk '/requests in/ { print $1 }' "$out")" 'BEGIN { if (n > 0) printf "%.1f", d / hz * 1e6 / n; else print "-" }')
+        local sent
+        sent=$(awk '/^Requests sent with the warmup:/ { print $NF; exit } /requests in/ { n = $1 } END { if (n != "") print n }' "$out" | head -n1)
+        cpu_us=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$sent" 'BEGIN { if (n > 0) printf "%.1f", d / hz * 1e6 / n; else print "-" }')
     fi
     local rps p50 p99 non2xx errors rss="-" hwm="-" reqs
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
@@ -441,8 +500,10 @@ run_row() { # target mode conns url auth body pids...
     errors=$(sed -n 's/^ *Socket errors: *//p' "$out")
     if [ "$#" -gt 0 ]; then
         local peak
-        peak=$(sort -n "$samples" | tail -n1)
-        rss=$(kib_to_mib "${peak:-0}")
+        if [ "$sample" -eq 1 ]; then
+            peak=$(sort -n "$samples" | tail -n1)
+            rss=$(kib_to_mib "${peak:-0}")
+        fi
         hwm=$(kib_to_mib "$(status_kb VmHWM "$@")")
         PEAK[$target]=$(awk -v a="${PEAK[$target]:-0}" -v b="$hwm" 'BEGIN { print (b > a) ? b : a }')
     fi
@@ -477,20 +538,20 @@ set_setting() { # name value
 set_setting request_logging false
 for mode in $MODES; do
     case "$mode" in
-        json | json-log | json-paced | json-paced-log | json-jitter) body=$BODY ;;
+        json | json-log | json-paced | json-paced-log | json-jitter | json-rate) body=$BODY ;;
         stream | stream-log) body=$SBODY ;;
         gemini-json) body=$GBODY ;;
         gemini-stream) body=$GSBODY ;;
-        *) die "unknown mode $mode (json, json-paced, json-jitter, json-log, json-paced-log, stream, stream-log, gemini-json, gemini-stream)" ;;
+        *) die "unknown mode $mode (json, json-paced, json-jitter, json-rate, json-log, json-paced-log, stream, stream-log, gemini-json, gemini-stream)" ;;
     esac
     case "$mode" in *-log) set_setting request_logging true ;; esac
     for c in $CONNECTIONS; do
         # Paced load measures latency below saturation, at the highest connection count.
-        case "$mode" in *-paced | *-paced-* | *-jitter) [ "$c" = "$(printf '%s\n' $CONNECTIONS | sort -n | tail -n1)" ] || continue ;; esac
+        case "$mode" in *-paced | *-paced-* | *-jitter | *-rate) [ "$c" = "$(printf '%s\n' $CONNECTIONS | sort -n | tail -n1)" ] || continue ;; esac
         # The latency rows repeat, the targets taking turns, so that a drift of this
         # machine's speed during one row does not decide the verdict.
         runs=1
-        case "$mode" in json-paced | json-jitter) runs=$LATENCY_RUNS ;; esac
+        case "$mode" in json-paced | json-jitter | json-rate) runs=$LATENCY_RUNS ;; esac
         for run in $(seq "$runs"); do
             RUN_LABEL=
             [ "$runs" -eq 1 ] || RUN_LABEL=" #$run"
@@ -524,7 +585,9 @@ if [ -n "$NGINX_PORT" ]; then
     worst=
     detail=
     for c in $CONNECTIONS; do
-        r=$(awk -v a="${RPS[fulcrum/$JM/$c]}" -v b="${RPS[nginx/$JM/$c]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+        # Latency-only modes run at the highest connection count alone.
+        [ -n "${RPS[fulcrum/$JM/$c]:-}" ] || continue
+        r=$(awk -v a="${RPS[fulcrum/$JM/$c]}" -v b="${RPS[nginx/$JM/$c]:-0}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
         detail+="c=$c: $r; "
         worst=$(awk -v a="${worst:-9e9}" -v b="$r" 'BEGIN { print (b < a) ? b : a }')
     done
@@ -532,11 +595,15 @@ if [ -n "$NGINX_PORT" ]; then
 else
     TARGETS+=("| fulcrum req/s ÷ nginx req/s | ≥ 0.80 | nginx not installed | SKIP |")
 fi
-# Latency added is judged below saturation (json-paced) when measured: a saturated
-# closed loop's latency is connections ÷ throughput, a throughput figure in disguise.
+# Latency added is judged below saturation when measured: a saturated closed loop's
+# latency is connections ÷ throughput, a throughput figure in disguise. The open-loop
+# rows (json-rate) decide; without them the paced rows do. Paced wrk rows measure how
+# long a target takes to work off a burst of 128 requests sent at once (a fixed think
+# time keeps wrk's connections in lockstep): shown, not judged, when json-rate ran.
 LM=$JM
 printf '%s\n' $MODES | grep -qx json-paced && LM=json-paced
-latency_target() { # mode label
+printf '%s\n' $MODES | grep -qx json-rate && LM=json-rate
+latency_target() { # mode label judged(1|0)
     local f d n d99 n99= runs
     f=$(median_p99 "fulcrum/$1/$max_c")
     d=$(median_p99 "direct/$1/$max_c")
@@ -546,11 +613,19 @@ latency_target() { # mode label
         n99=$(awk -v a="$n" -v b="$d" 'BEGIN { printf "; nginx adds %.2f ms", a - b }')
     fi
     runs=$(printf '%s\n' ${P99S[fulcrum/$1/$max_c]:-} | wc -l)
-    TARGETS+=("| fulcrum p99 − direct p99 at $max_c connections ($2, ${RPS[fulcrum/$1/$max_c]} req/s; median p99 of $runs runs) | ≤ 1 ms | $d99 ms ($f − $d$n99) | $(verdict "$(awk -v x="$d99" 'BEGIN { print (x <= 1) }')") |")
+    local v=-
+    [ "$3" -eq 0 ] || v=$(verdict "$(awk -v x="$d99" 'BEGIN { print (x <= 1) }')")
+    TARGETS+=("| fulcrum p99 − direct p99 at $max_c connections ($2, ${RPS[fulcrum/$1/$max_c]} req/s; median p99 of $runs runs) | ≤ 1 ms | $d99 ms ($f − $d$n99) | $v |")
 }
-latency_target "$LM" "$LM"
+case "$LM" in
+    json-rate) latency_target json-rate "json-rate: open loop, Poisson arrivals" 1 ;;
+    *) latency_target "$LM" "$LM" 1 ;;
+esac
+if [ "$LM" = json-rate ] && printf '%s\n' $MODES | grep -qx json-paced; then
+    latency_target json-paced "for comparison, json-paced: bursts of $max_c in lockstep" 0
+fi
 if printf '%s\n' $MODES | grep -qx json-jitter; then
-    latency_target json-jitter "json-jitter: think times out of lockstep"
+    latency_target json-jitter "for comparison, json-jitter: think times out of lockstep" 0
 fi
 if [ "$LM" != "$JM" ]; then
     s99=$(awk -v a="${P99[fulcrum/$JM/$max_c]}" -v b="${P99[direct/$JM/$max_c]}" 'BEGIN { printf "%.2f", a - b }')
