@@ -155,7 +155,7 @@ pub struct Committed {
     pub headers: HeaderMap,
     pub first: Bytes,
     /// The rest of the body; `None` when `first` is all of it.
-    pub rest: Option<futures::stream::BoxStream<'static, Result<Bytes, hyper::Error>>>,
+    pub rest: Option<futures::stream::BoxStream<'static, Result<Bytes, upstream::BodyError>>>,
     pub event_stream: bool,
     /// The protocol the upstream answered in.
     pub upstream_protocol: Protocol,
@@ -522,7 +522,7 @@ impl Attempts<'_> {
             mock::MockBody::Events(events) => {
                 let mut events = events.into_iter();
                 let first = events.next().unwrap_or_default();
-                let rest: Vec<Result<Bytes, hyper::Error>> = events.map(Ok).collect();
+                let rest: Vec<Result<Bytes, upstream::BodyError>> = events.map(Ok).collect();
                 (first, Some(futures::stream::iter(rest).boxed()), true)
             }
         };
@@ -564,6 +564,12 @@ impl Attempts<'_> {
         }
         let uri = upstream::uri(provider, request.operation, outbound.model, outbound.stream)
             .map_err(ProxyError::BadRequest)?;
+        // Not the key's fault, and another key may go through another proxy: retryable,
+        // without a failure counted on the key.
+        let client = self
+            .clients
+            .route(provider.proxy_for(key), &uri)
+            .map_err(|e| ProxyError::Network(format!("outbound proxy: {e}")))?;
         let has_body = request.operation.has_body();
         let mut upstream_request = http::Request::new(http_body_util::Full::new(if has_body {
             outbound.body
@@ -587,12 +593,6 @@ impl Attempts<'_> {
         }
         upstream::set_credentials(provider.provider_type, key.secret.expose(), headers)
             .map_err(ProxyError::BadRequest)?;
-        // Not the key's fault, and another key may go through another proxy: retryable,
-        // without a failure counted on the key.
-        let client = self
-            .clients
-            .get(provider.proxy_for(key))
-            .map_err(|e| ProxyError::Network(format!("outbound proxy: {e}")))?;
         headers.insert(
             header::USER_AGENT,
             HeaderValue::from_static(concat!("fulcrum/", env!("CARGO_PKG_VERSION"))),
@@ -714,7 +714,7 @@ impl Attempts<'_> {
                 return Err(ProxyError::FirstByteTimeout(settings.first_byte_timeout));
             }
             Ok(Some(Err(e))) => {
-                let detail = network_detail("connection broken while reading the answer", &e);
+                let detail = network_detail("connection broken while reading the answer", &*e);
                 self.fail(entry, None, &detail);
                 return Err(ProxyError::Network(detail));
             }
@@ -847,7 +847,7 @@ async fn read_whole(
             Ok(Some(Err(e))) => {
                 return Err(ProxyError::Network(network_detail(
                     "connection broken while reading the answer",
-                    &e,
+                    &*e,
                 )));
             }
             Err(_) => {
@@ -887,7 +887,7 @@ fn local_answer(request: &ClientRequest, body: Bytes, attempts: u32) -> Committe
 
 /// Reads at most `MAX_ERROR_BODY` bytes of an error answer before `deadline`.
 async fn read_bounded(
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<upstream::ResponseBody>,
     deadline: tokio::time::Instant,
 ) -> Bytes {
     let mut stream = upstream::data_stream(response.into_body());

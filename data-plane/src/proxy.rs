@@ -484,10 +484,10 @@ struct BodyTail {
     _in_flight: Option<InFlight>,
     /// Reads the usage as it passes; records the answer when the tail is dropped.
     answer: Answer,
-    rest: Option<BoxStream<'static, Result<Bytes, hyper::Error>>>,
+    rest: Option<BoxStream<'static, Result<Bytes, upstream::BodyError>>>,
     /// What the upstream stream said after the chunks already gathered: its end or an
     /// error, kept for the next call.
-    pending: Option<Option<Result<Bytes, hyper::Error>>>,
+    pending: Option<Option<Result<Bytes, upstream::BodyError>>>,
     idle_timeout: Duration,
     event_stream: bool,
     marker: EndMarker,
@@ -502,7 +502,7 @@ impl BodyTail {
     /// instead of one per event. Nothing waits for a chunk that is not there yet.
     async fn next_batch(
         &mut self,
-    ) -> Result<Option<Result<Bytes, hyper::Error>>, tokio::time::error::Elapsed> {
+    ) -> Result<Option<Result<Bytes, upstream::BodyError>>, tokio::time::error::Elapsed> {
         let Some(rest) = self.rest.as_mut() else {
             return Ok(None);
         };

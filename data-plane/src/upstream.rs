@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-pub use fulcrum_outbound::{Client, Clients};
+pub use fulcrum_outbound::{BodyError, Client, Clients, ResponseBody};
 use fulcrum_proto::model::{Provider, ProviderType};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 
@@ -172,8 +172,8 @@ pub fn copy_headers(names: &[HeaderName], from: &HeaderMap, to: &mut HeaderMap) 
 
 /// The data frames of an upstream body, as a stream.
 pub fn data_stream(
-    body: hyper::body::Incoming,
-) -> futures::stream::BoxStream<'static, Result<bytes::Bytes, hyper::Error>> {
+    body: ResponseBody,
+) -> futures::stream::BoxStream<'static, Result<bytes::Bytes, BodyError>> {
     use futures::StreamExt;
     use http_body_util::BodyExt;
     futures::stream::unfold(body, |mut body| async move {

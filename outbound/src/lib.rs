@@ -2,7 +2,11 @@
 //! control plane (key probes), so that both reach an upstream the same way: hyper's pooled
 //! client over rustls (`ring`, the platform's roots), directly or through the outbound
 //! proxy a key is assigned to (HTTP CONNECT or SOCKS5), with TLS to the upstream on top of
-//! the tunnel so that a proxy never sees a key.
+//! the tunnel so that a proxy never sees a key. The data plane sends requests to
+//! plain-HTTP upstreams it reaches directly (self-hosted servers) through [`h1`] instead,
+//! on the task that serves the client ([`Clients::route`]).
+
+pub mod h1;
 
 use std::time::Duration;
 
@@ -152,12 +156,121 @@ fn with_port(dst: Uri) -> Uri {
 
 /// The upstream clients of one connect timeout: the direct one, built at once, and one per
 /// outbound proxy, each built the first time a key assigned to that proxy is used and then
-/// kept (and its connection pool with it) until the connect timeout changes.
+/// kept (and its connection pool with it) until the connect timeout changes; and the pool
+/// of the in-task HTTP/1.1 client for plain-HTTP upstreams reached directly.
 pub struct Clients {
     connect_timeout: Duration,
     tls: rustls::ClientConfig,
     direct: Client,
+    plain: std::sync::Arc<h1::Pool>,
     proxied: std::sync::RwLock<std::collections::HashMap<ProxyUrl, Client>>,
+}
+
+/// How one request reaches its upstream.
+// Lives on the stack for one request: boxing the pooled client would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Route {
+    /// hyper's pooled client: TLS, HTTP/2, outbound proxies.
+    Pooled(Client),
+    /// A plain-HTTP upstream reached directly: HTTP/1.1 on the caller's task.
+    Plain(std::sync::Arc<h1::Pool>),
+}
+
+/// An upstream's answer body, from either client.
+pub enum ResponseBody {
+    Pooled(hyper::body::Incoming),
+    Plain(h1::Body),
+}
+
+/// Why a body chunk could not be read.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl http_body::Body for ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ResponseBody::Pooled(body) => {
+                std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into)
+            }
+            ResponseBody::Plain(body) => {
+                std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Pooled(body) => body.is_end_stream(),
+            ResponseBody::Plain(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ResponseBody::Pooled(body) => body.size_hint(),
+            ResponseBody::Plain(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Why a request got no answer head.
+#[derive(Debug)]
+pub enum RequestError {
+    Pooled(hyper_util::client::legacy::Error),
+    Plain(h1::Error),
+}
+
+impl RequestError {
+    /// Whether no connection could be opened.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            RequestError::Pooled(e) => e.is_connect(),
+            RequestError::Plain(e) => matches!(e, h1::Error::Connect(_)),
+        }
+    }
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::Pooled(e) => e.fmt(f),
+            RequestError::Plain(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RequestError::Pooled(e) => Some(e),
+            RequestError::Plain(e) => Some(e),
+        }
+    }
+}
+
+impl Route {
+    pub async fn request(
+        self,
+        request: http::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> Result<http::Response<ResponseBody>, RequestError> {
+        match self {
+            Route::Pooled(client) => client
+                .request(request)
+                .await
+                .map(|r| r.map(ResponseBody::Pooled))
+                .map_err(RequestError::Pooled),
+            Route::Plain(pool) => pool
+                .request(request)
+                .await
+                .map(|r| r.map(ResponseBody::Plain))
+                .map_err(RequestError::Plain),
+        }
+    }
 }
 
 impl Clients {
@@ -168,8 +281,17 @@ impl Clients {
             connect_timeout,
             tls,
             direct,
+            plain: h1::Pool::new(connect_timeout),
             proxied: std::sync::RwLock::default(),
         })
+    }
+
+    /// How a request to `uri` through `proxy` (`None`: direct) goes out.
+    pub fn route(&self, proxy: Option<&ProxyUrl>, uri: &Uri) -> Result<Route, String> {
+        if proxy.is_none() && uri.scheme() == Some(&http::uri::Scheme::HTTP) {
+            return Ok(Route::Plain(std::sync::Arc::clone(&self.plain)));
+        }
+        self.get(proxy).map(Route::Pooled)
     }
 
     pub fn connect_timeout(&self) -> Duration {
