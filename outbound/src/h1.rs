@@ -32,6 +32,8 @@ const MAX_HEADERS: usize = 100;
 const READ_CHUNK: usize = 8 * 1024;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle time before the kernel probes a connection (hyper's connector uses the same).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 /// Idle connections kept per upstream at most.
 const MAX_IDLE_PER_HOST: usize = 1024;
 
@@ -163,6 +165,11 @@ impl Pool {
             .map_err(Error::Connect)?;
         // Answers are written in one go and small requests must not wait for Nagle.
         stream.set_nodelay(true).map_err(Error::Connect)?;
+        // As hyper's connector does for the other upstreams: a peer that vanished during a
+        // long quiet stream, or while the connection sat idle, is found out by the kernel.
+        socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))
+            .map_err(Error::Connect)?;
         Ok(stream)
     }
 
@@ -764,6 +771,18 @@ mod tests {
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(pool.idle_len(), 1);
+    }
+
+    #[tokio::test]
+    async fn new_connections_have_no_nagle_and_tcp_keep_alive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let pool = Pool::new(Duration::from_secs(1));
+        let stream = pool.connect(&addr).await.unwrap();
+        assert!(stream.nodelay().unwrap());
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), TCP_KEEPALIVE);
     }
 
     #[tokio::test]
