@@ -453,7 +453,6 @@ run_row() { # target mode conns url auth body pids...
         # Open loop: load-rate warms up and measures in one process, so the proxy's CPU
         # time counts from the start of the warmup, and is divided by every request sent.
         log "$target $mode c=$conns: $RATE req/s (Poisson), warmup $WARMUP, run $DURATION"
-        [ "$#" -eq 0 ] || [ "$sample" -eq 0 ] || start_sampler "$samples" "$@"
         ticks0=$(cpu_ticks "$@")
         t0=$(date +%s%N)
         taskset -c "$LOAD_CPU" "$BIN/load-rate" --url "$url/v1/chat/completions" --rate "$RATE" \
