@@ -255,9 +255,8 @@ fn still_open(stream: &TcpStream) -> bool {
 fn encode(request: &Request<Full<Bytes>>) -> Result<Vec<u8>, Error> {
     let uri = request.uri();
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let body = request.body().size_hint().exact().unwrap_or(0);
-    let body_bytes = body_of(request.body());
-    let mut wire = Vec::with_capacity(256 + body_bytes.len());
+    let body = body_of(request.body());
+    let mut wire = Vec::with_capacity(256 + body.len());
     wire.extend_from_slice(request.method().as_str().as_bytes());
     wire.push(b' ');
     wire.extend_from_slice(path.as_bytes());
@@ -283,12 +282,15 @@ fn encode(request: &Request<Full<Bytes>>) -> Result<Vec<u8>, Error> {
         wire.extend_from_slice(value.as_bytes());
         wire.extend_from_slice(b"\r\n");
     }
-    if body > 0 || request.method() == http::Method::POST || request.method() == http::Method::PUT {
+    if !body.is_empty()
+        || request.method() == http::Method::POST
+        || request.method() == http::Method::PUT
+    {
         // Writing to a Vec cannot fail.
-        let _ = write!(wire, "content-length: {body}\r\n");
+        let _ = write!(wire, "content-length: {}\r\n", body.len());
     }
     wire.extend_from_slice(b"\r\n");
-    wire.extend_from_slice(&body_bytes);
+    wire.extend_from_slice(&body);
     Ok(wire)
 }
 
@@ -380,6 +382,10 @@ fn parse_head(buf: &mut BytesMut, method: &http::Method) -> Result<Option<Option
     let code = parsed.code.unwrap_or(0);
     let status =
         StatusCode::from_u16(code).map_err(|_| Error::Malformed(format!("status {code}")))?;
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        buf.advance(len);
+        return Ok(Some(None));
+    }
     let version = if parsed.version == Some(0) {
         Version::HTTP_10
     } else {
@@ -394,10 +400,6 @@ fn parse_head(buf: &mut BytesMut, method: &http::Method) -> Result<Option<Option
             .map_err(|_| Error::Malformed(format!("header name {:?}", h.name)))?;
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
-    }
-    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-        buf.advance(len);
-        return Ok(Some(None));
     }
     let head_bytes = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(fields.len());
