@@ -395,12 +395,12 @@ impl ControlPlane {
         };
         let http = fulcrum_listen::http::serve(
             listeners.http,
-            web::router(web::Web {
+            fulcrum_listen::http::tower(web::router(web::Web {
                 store: store.clone(),
                 nodes: nodes.clone(),
                 logs: logs.clone(),
                 ui: web_ui,
-            }),
+            })),
             tls.as_ref().map(|tls| tls.http.clone()),
             http_limits,
             Arc::new(ConnectionStats::default()),

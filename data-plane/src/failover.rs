@@ -571,52 +571,56 @@ impl Attempts<'_> {
             .route(provider.proxy_for(key), &uri)
             .map_err(|e| ProxyError::Network(format!("outbound proxy: {e}")))?;
         let has_body = request.operation.has_body();
-        let mut upstream_request = http::Request::new(http_body_util::Full::new(if has_body {
-            outbound.body
-        } else {
-            Bytes::new()
-        }));
-        *upstream_request.method_mut() = if has_body { Method::POST } else { Method::GET };
-        *upstream_request.uri_mut() = uri;
-        let headers = upstream_request.headers_mut();
-        headers.clone_from(&request.headers);
-        if has_body && upstream_protocol != request.protocol {
+        // Built in a block that ends before the await: a request that a borrow touched keeps
+        // its 256 bytes in the attempt's future across every await after it otherwise.
+        let sent = {
+            let mut upstream_request = http::Request::new(http_body_util::Full::new(if has_body {
+                outbound.body
+            } else {
+                Bytes::new()
+            }));
+            *upstream_request.method_mut() = if has_body { Method::POST } else { Method::GET };
+            *upstream_request.uri_mut() = uri;
+            let headers = upstream_request.headers_mut();
+            headers.clone_from(&request.headers);
+            if has_body && upstream_protocol != request.protocol {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+            // The provider's own headers first, so that none can replace the credentials
+            // (reserved names are refused when the provider is stored, and again here by order).
+            for (name, value) in &provider.headers {
+                headers.insert(name.clone(), value.clone());
+            }
+            upstream::set_credentials(provider.provider_type, key.secret.expose(), headers)
+                .map_err(ProxyError::BadRequest)?;
             headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
+                header::USER_AGENT,
+                HeaderValue::from_static(concat!("fulcrum/", env!("CARGO_PKG_VERSION"))),
             );
-        }
-        // The provider's own headers first, so that none can replace the credentials
-        // (reserved names are refused when the provider is stored, and again here by order).
-        for (name, value) in &provider.headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        upstream::set_credentials(provider.provider_type, key.secret.expose(), headers)
-            .map_err(ProxyError::BadRequest)?;
-        headers.insert(
-            header::USER_AGENT,
-            HeaderValue::from_static(concat!("fulcrum/", env!("CARGO_PKG_VERSION"))),
-        );
+            client.request(upstream_request)
+        };
         let started = tokio::time::Instant::now();
         let deadline = started + settings.first_byte_timeout;
-        let response =
-            match tokio::time::timeout_at(deadline, client.request(upstream_request)).await {
-                Err(_) => {
-                    self.fail(entry, None, "no response in time");
-                    return Err(ProxyError::FirstByteTimeout(settings.first_byte_timeout));
-                }
-                Ok(Err(e)) => {
-                    let what = if e.is_connect() {
-                        "connect error"
-                    } else {
-                        "request failed"
-                    };
-                    let detail = network_detail(what, &e);
-                    self.fail(entry, None, &detail);
-                    return Err(ProxyError::Network(detail));
-                }
-                Ok(Ok(response)) => response,
-            };
+        let response = match tokio::time::timeout_at(deadline, sent).await {
+            Err(_) => {
+                self.fail(entry, None, "no response in time");
+                return Err(ProxyError::FirstByteTimeout(settings.first_byte_timeout));
+            }
+            Ok(Err(e)) => {
+                let what = if e.is_connect() {
+                    "connect error"
+                } else {
+                    "request failed"
+                };
+                let detail = network_detail(what, &e);
+                self.fail(entry, None, &detail);
+                return Err(ProxyError::Network(detail));
+            }
+            Ok(Ok(response)) => response,
+        };
         let status = response.status();
         meter.headers_at = Some(std::time::Instant::now());
         meter.status = status.as_u16();

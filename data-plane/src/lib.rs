@@ -189,7 +189,7 @@ impl DataPlane {
         });
         let http = fulcrum_listen::http::serve(
             listener,
-            server::Service::new(self.runtime.clone(), proxy, scrape),
+            server::service(self.runtime.clone(), proxy, scrape),
             self.tls.map(|(tls, _)| tls),
             self.limits,
             self.connections,

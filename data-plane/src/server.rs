@@ -2,7 +2,7 @@
 //! proxy.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
+use std::future::Future;
 
 use axum::Router;
 use axum::body::Body;
@@ -10,9 +10,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use hyper::body::Incoming;
+use tower_service::Service as _;
 
 use crate::metrics::Scrape;
 use crate::proxy::{self, Proxy};
@@ -24,13 +23,13 @@ use crate::runtime::RuntimeConfigHandle;
 /// and operation; going around the router too saves its per-request work (a catch-all
 /// route's parameter map, a boxed clone of the handler, a copied content length).
 #[derive(Clone)]
-pub(crate) struct Service {
+struct Service {
     probes: Router,
     proxy: Proxy,
 }
 
 impl Service {
-    pub(crate) fn new(runtime: RuntimeConfigHandle, proxy: Proxy, scrape: Scrape) -> Self {
+    fn new(runtime: RuntimeConfigHandle, proxy: Proxy, scrape: Scrape) -> Self {
         Self {
             probes: probes(runtime, scrape),
             proxy,
@@ -38,23 +37,35 @@ impl Service {
     }
 }
 
-impl tower_service::Service<http::Request<Incoming>> for Service {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
-        if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
-            return self.probes.call(request).boxed();
+impl Service {
+    /// One request's answer, as a future that owns what it uses.
+    fn answer(
+        &self,
+        request: http::Request<Incoming>,
+    ) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
+        let probes = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics")
+            .then(|| self.probes.clone());
+        let proxy = self.proxy.clone();
+        async move {
+            match probes {
+                Some(mut probes) => probes.call(request).await,
+                None => Ok(proxy::handle(State(proxy), request.map(Body::new)).await),
+            }
         }
-        proxy::handle(State(self.proxy.clone()), request.map(Body::new))
-            .map(Ok)
-            .boxed()
     }
+}
+
+/// What every HTTP connection is served by. A `service_fn` rather than a tower service
+/// with a boxed future: hyper keeps each request's future (several KiB, too big for the
+/// allocator's per-thread cache) in one place per connection, where a boxed future
+/// would cost an allocation and a free per request.
+pub(crate) fn service(
+    runtime: RuntimeConfigHandle,
+    proxy: Proxy,
+    scrape: Scrape,
+) -> impl fulcrum_listen::http::HttpService {
+    let service = Service::new(runtime, proxy, scrape);
+    hyper::service::service_fn(move |request| service.answer(request))
 }
 
 /// The probes and the metrics.

@@ -69,10 +69,12 @@ pub struct ConnectionStats {
     pub failed_handshakes: AtomicU64,
 }
 
-/// What [`serve`] serves: an axum `Router`, or any cloneable service of hyper's requests
-/// whose errors are answers.
+/// What [`serve`] serves: a cloneable hyper service whose errors are answers. An axum
+/// `Router` goes in through [`tower`]; a `hyper::service::service_fn` goes in as it is,
+/// and then hyper keeps each request's future in one allocation per connection instead
+/// of a boxed future per request.
 pub trait HttpService:
-    tower_service::Service<
+    hyper::service::Service<
         http::Request<Incoming>,
         Response = http::Response<Self::ResponseBody>,
         Error = Infallible,
@@ -89,7 +91,7 @@ pub trait HttpService:
 
 impl<S, B> HttpService for S
 where
-    S: tower_service::Service<
+    S: hyper::service::Service<
             http::Request<Incoming>,
             Response = http::Response<B>,
             Error = Infallible,
@@ -103,6 +105,11 @@ where
         + 'static,
 {
     type ResponseBody = B;
+}
+
+/// A tower service (an axum `Router`) as an [`HttpService`].
+pub fn tower<S>(service: S) -> TowerToHyperService<S> {
+    TowerToHyperService::new(service)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets
@@ -262,8 +269,7 @@ impl<S: HttpService> Connection<S> {
             // An error means the switch is gone, which also means stop.
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let service = TowerToHyperService::new(self.router);
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), self.router);
         tokio::pin!(connection);
         let ended = tokio::select! {
             ended = connection.as_mut() => ended,

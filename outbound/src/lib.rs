@@ -8,6 +8,7 @@
 
 pub mod h1;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fulcrum_proto::model::{ProxyScheme, ProxyUrl};
@@ -161,19 +162,19 @@ fn with_port(dst: Uri) -> Uri {
 pub struct Clients {
     connect_timeout: Duration,
     tls: rustls::ClientConfig,
-    direct: Client,
+    direct: Arc<Client>,
     plain: std::sync::Arc<h1::Pool>,
-    proxied: std::sync::RwLock<std::collections::HashMap<ProxyUrl, Client>>,
+    proxied: std::sync::RwLock<std::collections::HashMap<ProxyUrl, Arc<Client>>>,
 }
 
-/// How one request reaches its upstream.
-// Lives on the stack for one request: boxing the pooled client would cost an allocation.
-#[allow(clippy::large_enum_variant)]
+/// How one request reaches its upstream. Both are shared handles: a request's future
+/// holds one across its awaits, and hyper's client by value is 520 bytes copied along
+/// with every move of that future.
 pub enum Route {
     /// hyper's pooled client: TLS, HTTP/2, outbound proxies.
-    Pooled(Client),
+    Pooled(Arc<Client>),
     /// A plain-HTTP upstream reached directly: HTTP/1.1 on the caller's task.
-    Plain(std::sync::Arc<h1::Pool>),
+    Plain(Arc<h1::Pool>),
 }
 
 /// An upstream's answer body, from either client.
@@ -255,7 +256,7 @@ impl std::error::Error for RequestError {
 
 impl Route {
     pub async fn request(
-        self,
+        &self,
         request: http::Request<http_body_util::Full<bytes::Bytes>>,
     ) -> Result<http::Response<ResponseBody>, RequestError> {
         match self {
@@ -276,7 +277,10 @@ impl Route {
 impl Clients {
     pub fn new(connect_timeout: Duration) -> Result<Self, String> {
         let tls = tls_config()?;
-        let direct = build_client(&tls, Connector::Direct(http_connector(connect_timeout)));
+        let direct = Arc::new(build_client(
+            &tls,
+            Connector::Direct(http_connector(connect_timeout)),
+        ));
         Ok(Self {
             connect_timeout,
             tls,
@@ -289,7 +293,7 @@ impl Clients {
     /// How a request to `uri` through `proxy` (`None`: direct) goes out.
     pub fn route(&self, proxy: Option<&ProxyUrl>, uri: &Uri) -> Result<Route, String> {
         if proxy.is_none() && uri.scheme() == Some(&http::uri::Scheme::HTTP) {
-            return Ok(Route::Plain(std::sync::Arc::clone(&self.plain)));
+            return Ok(Route::Plain(Arc::clone(&self.plain)));
         }
         self.get(proxy).map(Route::Pooled)
     }
@@ -299,9 +303,9 @@ impl Clients {
     }
 
     /// The client for calls through `proxy` (`None`: direct).
-    pub fn get(&self, proxy: Option<&ProxyUrl>) -> Result<Client, String> {
+    pub fn get(&self, proxy: Option<&ProxyUrl>) -> Result<Arc<Client>, String> {
         let Some(proxy) = proxy else {
-            return Ok(self.direct.clone());
+            return Ok(Arc::clone(&self.direct));
         };
         // A poisoned lock only means another thread panicked while inserting: the map
         // itself is still whole.
@@ -311,14 +315,17 @@ impl Clients {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(proxy)
         {
-            return Ok(client.clone());
+            return Ok(Arc::clone(client));
         }
-        let client = build_client(&self.tls, proxy_connector(proxy, self.connect_timeout)?);
+        let client = Arc::new(build_client(
+            &self.tls,
+            proxy_connector(proxy, self.connect_timeout)?,
+        ));
         let mut proxied = self
             .proxied
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(proxied.entry(proxy.clone()).or_insert(client).clone())
+        Ok(Arc::clone(proxied.entry(proxy.clone()).or_insert(client)))
     }
 
     /// How many proxy clients exist (for tests and metrics).

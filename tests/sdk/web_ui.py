@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -65,7 +65,9 @@ def until(what, check, timeout=40):
             value = check()
             if value:
                 return value
-        except StaleElementReferenceException as e:
+        # A page being replaced (a form's answer loading, say) has the element missing
+        # or stale for a moment: not yet, rather than a failure.
+        except (NoSuchElementException, StaleElementReferenceException) as e:
             last = e
         time.sleep(0.2)
     body = driver.find_element(By.TAG_NAME, "body").text[:3000]
