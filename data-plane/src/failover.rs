@@ -709,10 +709,10 @@ impl Attempts<'_> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let mut body = upstream::data_stream(response.into_body());
+        let mut body = response.into_body();
         // The first chunk decides: an upstream that sends headers and then stalls or dies
         // is still a failed attempt, because the client has seen nothing yet.
-        let first = match tokio::time::timeout_at(deadline, body.next()).await {
+        let first = match tokio::time::timeout_at(deadline, upstream::next_data(&mut body)).await {
             Err(_) => {
                 self.fail(entry, None, "headers but no body in time");
                 return Err(ProxyError::FirstByteTimeout(settings.first_byte_timeout));
@@ -744,7 +744,8 @@ impl Attempts<'_> {
             status,
             headers,
             first,
-            rest: (!whole).then_some(body),
+            // Only a body with more to come becomes a stream (a boxed one).
+            rest: (!whole).then(|| upstream::data_stream(body)),
             event_stream,
             upstream_protocol,
             translator: None,

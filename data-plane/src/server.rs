@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::future::Future;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -49,7 +48,7 @@ impl Service {
         async move {
             match probes {
                 Some(mut probes) => probes.call(request).await,
-                None => Ok(proxy::handle(State(proxy), request.map(Body::new)).await),
+                None => Ok(proxy::handle(State(proxy), request).await),
             }
         }
     }

@@ -76,10 +76,15 @@ pub fn uri(
         ProviderType::OpenAi | ProviderType::Mock => {
             let path = openai::upstream_path(operation).ok_or_else(unsupported)?;
             // Built by hand: this is every OpenAI request's path, and `format!` costs more.
-            let mut url = String::with_capacity(base.len() + path.len() + 1 + model.len());
+            // The exact capacity lets the URI keep the buffer as it is: a `Bytes` made from
+            // a `Vec` with room to spare costs a second allocation.
+            let named = operation == Operation::GetModel;
+            let mut url = String::with_capacity(
+                base.len() + path.len() + if named { 1 + model.len() } else { 0 },
+            );
             url.push_str(base);
             url.push_str(path);
-            if operation == Operation::GetModel {
+            if named {
                 url.push('/');
                 url.push_str(model);
             }
@@ -170,24 +175,30 @@ pub fn copy_headers(names: &[HeaderName], from: &HeaderMap, to: &mut HeaderMap) 
     }
 }
 
+/// The next data frame of an upstream body (`None`: it has ended).
+pub async fn next_data(body: &mut ResponseBody) -> Option<Result<bytes::Bytes, BodyError>> {
+    use http_body_util::BodyExt;
+    loop {
+        match body.frame().await? {
+            // Trailers carry nothing the client needs.
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok(data));
+                }
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
 /// The data frames of an upstream body, as a stream.
 pub fn data_stream(
     body: ResponseBody,
 ) -> futures::stream::BoxStream<'static, Result<bytes::Bytes, BodyError>> {
     use futures::StreamExt;
-    use http_body_util::BodyExt;
     futures::stream::unfold(body, |mut body| async move {
-        loop {
-            match body.frame().await? {
-                Ok(frame) => {
-                    // Trailers carry nothing the client needs.
-                    if let Ok(data) = frame.into_data() {
-                        return Some((Ok(data), body));
-                    }
-                }
-                Err(e) => return Some((Err(e), body)),
-            }
-        }
+        let data = next_data(&mut body).await?;
+        Some((data, body))
     })
     .boxed()
 }
