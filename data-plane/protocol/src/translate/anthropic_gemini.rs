@@ -948,6 +948,9 @@ fn parse_stream_event<T: DeserializeOwned>(
     data: &str,
     what: &'static str,
 ) -> Result<T, TranslateError> {
+    if let Some(parsed) = super::parse_unless_error(data, what) {
+        return parsed;
+    }
     let value: Value =
         serde_json::from_str(data).map_err(|e| TranslateError::upstream_json(what, e))?;
     if let Some(error) = value.get("error").filter(|e| e.is_object()) {

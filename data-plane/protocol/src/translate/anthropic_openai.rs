@@ -859,6 +859,9 @@ impl StreamTranslator for OpenAiToAnthropicStream {
 /// Parses one OpenAI stream chunk, turning an `{"error": ...}` event (which compatible
 /// servers send mid-stream) into [`TranslateError::Upstream`].
 fn parse_openai_chunk(data: &str) -> Result<openai::ChatChunk, TranslateError> {
+    if let Some(parsed) = super::parse_unless_error(data, "openai stream chunk") {
+        return parsed;
+    }
     let value: Value = serde_json::from_str(data)
         .map_err(|e| TranslateError::upstream_json("openai stream chunk", e))?;
     if let Some(error) = value.get("error") {

@@ -12,8 +12,20 @@ use crate::TranslateError;
 pub mod anthropic_gemini;
 pub mod anthropic_openai;
 pub mod openai_gemini;
-// `anthropic_openai` and `anthropic_gemini` are written separately and are declared here,
-// next to this one, when they land.
+
+/// Parses a stream event straight into `T` when it cannot be an `{"error": ...}` event,
+/// which is nearly always: parsing to a tree first, to look for the error, and then from
+/// the tree cost about twice as much per event. `None`: `"error"` appears in the data,
+/// and the caller looks at it as a tree. Text cannot match, because a quote inside a JSON
+/// string is escaped; a key spelled with escapes (`"\u0065rror"`) would pass as an
+/// ordinary event.
+pub(crate) fn parse_unless_error<T: serde::de::DeserializeOwned>(
+    data: &str,
+    what: &'static str,
+) -> Option<Result<T, TranslateError>> {
+    (!data.contains("\"error\""))
+        .then(|| serde_json::from_str(data).map_err(|e| TranslateError::upstream_json(what, e)))
+}
 
 /// Splits `data:<mime>[;param]*;base64,<data>` into the MIME type and the base64 data.
 pub fn parse_data_url(url: &str) -> Result<(&str, &str), TranslateError> {
@@ -139,4 +151,27 @@ pub(crate) fn push_gemini_turn(
 /// Whether a Gemini turn's parts are all function responses.
 pub(crate) fn is_function_responses(parts: &[crate::gemini::Part]) -> bool {
     parts.iter().all(|p| p.function_response.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_naming_error_are_left_to_the_tree() {
+        let parse = |data| parse_unless_error::<Value>(data, "event");
+        let plain = r#"{"candidates":[{"content":{"parts":[{"text":"say \"error\" twice"}]}}]}"#;
+        assert_eq!(
+            parse(plain).unwrap().unwrap(),
+            serde_json::from_str::<Value>(plain).unwrap()
+        );
+        assert!(parse(r#"{"error":{"code":429,"message":"slow down"}}"#).is_none());
+        assert!(parse(r#"{ "error" : {"message":"x"}}"#).is_none());
+        // A value that is just the word: the slower path, still right.
+        assert!(parse(r#"{"candidates":[{"content":{"parts":[{"text":"error"}]}}]}"#).is_none());
+        assert!(matches!(
+            parse("{not json"),
+            Some(Err(TranslateError::InvalidUpstreamJson { .. }))
+        ));
+    }
 }
