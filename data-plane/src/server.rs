@@ -16,8 +16,7 @@ use crate::metrics::Scrape;
 use crate::proxy::{self, Proxy};
 use crate::runtime::RuntimeConfigHandle;
 
-/// What every HTTP connection is served by: the probes and the metrics through a router,
-/// client traffic straight to the proxy. The proxy parses paths itself (`/v1`,
+/// The probes and the metrics through a router, client traffic straight to the proxy. The proxy parses paths itself (`/v1`,
 /// `/openai/v1`, `/hf/v1`, `/{provider}/v1`), which is cheaper than a route per prefix
 /// and operation; going around the router too saves its per-request work (a catch-all
 /// route's parameter map, a boxed clone of the handler, a copied content length).
@@ -34,9 +33,7 @@ impl Service {
             proxy,
         }
     }
-}
 
-impl Service {
     /// One request's answer, as a future that owns what it uses.
     fn answer(
         &self,
@@ -54,7 +51,7 @@ impl Service {
     }
 }
 
-/// What every HTTP connection is served by. A `service_fn` rather than a tower service
+/// What every HTTP connection is served by: a `service_fn` rather than a tower service
 /// with a boxed future: hyper keeps each request's future (several KiB, too big for the
 /// allocator's per-thread cache) in one place per connection, where a boxed future
 /// would cost an allocation and a free per request.

@@ -163,7 +163,7 @@ pub struct Clients {
     connect_timeout: Duration,
     tls: rustls::ClientConfig,
     direct: Arc<Client>,
-    plain: std::sync::Arc<h1::Pool>,
+    plain: Arc<h1::Pool>,
     proxied: std::sync::RwLock<std::collections::HashMap<ProxyUrl, Arc<Client>>>,
 }
 
