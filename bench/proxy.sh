@@ -72,6 +72,8 @@ for arg in "$@"; do
     esac
 done
 
+# The median of numbers on stdin, one per line (of an even count: the mean of the middle two).
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "none"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 log() { echo "[bench] $*" >&2; }
 die() {
     echo "[bench] error: $*" >&2
@@ -312,7 +314,7 @@ for run in $(seq 1 "$READY_RUNS"); do
     [ "$run" -eq "$READY_RUNS" ] || stop_proxy
 done
 READY_SORTED=$(printf '%s\n' "${READY_MS[@]}" | sort -n | tr '\n' ' ')
-READY_MEDIAN=$(printf '%s\n' "${READY_MS[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+READY_MEDIAN=$(printf '%s\n' "${READY_MS[@]}" | median)
 log "fulcrum-proxy ready after exec (ms): $READY_SORTED(median $READY_MEDIAN)"
 IDLE_RSS_KB=$(status_kb VmRSS "$PROXY_PID")
 log "fulcrum-proxy on 127.0.0.1:$PROXY_PORT (CPU $PROXY_CPU, --worker-threads 1), idle RSS $(kib_to_mib "$IDLE_RSS_KB") MiB"
@@ -613,7 +615,6 @@ added_p99s() { # target mode
             'BEGIN { if (x ~ /^[0-9.]+$/ && y ~ /^[0-9.]+$/) printf "%.2f\n", x - y }'
     done
 }
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "none"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 # Judged on the median over rounds of what each round adds: a stretch in which the host
 # slows everything lands in one or two rounds, and moves their direct row as much as the
 # proxy's, so a median of paired differences holds where a difference of medians drifts.

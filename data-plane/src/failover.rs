@@ -895,10 +895,10 @@ async fn read_bounded(
     response: http::Response<upstream::ResponseBody>,
     deadline: tokio::time::Instant,
 ) -> Bytes {
-    let mut stream = upstream::data_stream(response.into_body());
+    let mut body = response.into_body();
     let mut out = Vec::new();
     while out.len() < MAX_ERROR_BODY {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
+        match tokio::time::timeout_at(deadline, upstream::next_data(&mut body)).await {
             Ok(Some(Ok(chunk))) => out.extend_from_slice(&chunk),
             _ => break,
         }

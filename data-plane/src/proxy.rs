@@ -80,7 +80,6 @@ async fn read_body<B>(body: B, limit: usize) -> Option<Bytes>
 where
     B: hyper::body::Body<Data = Bytes>,
 {
-    use http_body_util::BodyExt as _;
     if body.size_hint().lower() > limit as u64 {
         return None;
     }
@@ -88,10 +87,8 @@ where
     let mut first = None::<Bytes>;
     let mut joined = None::<Vec<u8>>;
     let mut len = 0usize;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.ok()?.into_data() else {
-            continue; // trailers carry nothing the upstream needs
-        };
+    while let Some(data) = upstream::next_data(&mut body).await {
+        let data = data.ok()?;
         len += data.len();
         if len > limit {
             return None;

@@ -175,12 +175,16 @@ pub fn copy_headers(names: &[HeaderName], from: &HeaderMap, to: &mut HeaderMap) 
     }
 }
 
-/// The next data frame of an upstream body (`None`: it has ended).
-pub async fn next_data(body: &mut ResponseBody) -> Option<Result<bytes::Bytes, BodyError>> {
+/// The next data frame of a body, an upstream's answer or a client's request (`None`: it
+/// has ended).
+pub async fn next_data<B>(body: &mut B) -> Option<Result<bytes::Bytes, B::Error>>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+{
     use http_body_util::BodyExt;
     loop {
         match body.frame().await? {
-            // Trailers carry nothing the client needs.
+            // Trailers carry nothing the other side needs.
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
                     return Some(Ok(data));
