@@ -37,6 +37,25 @@ impl tonic::service::Interceptor for BearerToken {
     }
 }
 
+/// Opens a control plane; when a control plane in this process stopped a moment ago on
+/// the same store, waits (at most 5 s) until sled's flusher thread has let go of the
+/// store's file lock, as `store::open_waiting` does in the control plane's own tests. A
+/// real restart is a new process, where the lock goes with the old one.
+fn open_waiting(config: Config) -> Result<ControlPlane, fulcrum_control::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match ControlPlane::open(config.clone()) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 /// A running control plane; stop it with [`ControlPlaneHandle::stop`] to see its errors and
 /// panics (dropping it stops it too, silently).
 pub struct ControlPlaneHandle {
@@ -81,7 +100,7 @@ impl ControlPlaneHandle {
             changelog_capacity,
             master_keys: MasterKeys::default(),
         };
-        let control = configure(ControlPlane::open(config).expect("control plane opens"));
+        let control = configure(open_waiting(config).expect("control plane opens"));
         Self::serve(control, data_dir, grpc).await
     }
 
@@ -100,7 +119,7 @@ impl ControlPlaneHandle {
             master_keys,
         };
         crate::init_tracing();
-        let control = ControlPlane::open(config)?;
+        let control = open_waiting(config)?;
         Ok(Self::serve(control, data_dir, grpc).await)
     }
 
@@ -108,7 +127,7 @@ impl ControlPlaneHandle {
     pub async fn start_config(config: Config, grpc: SocketAddr) -> Self {
         crate::init_tracing();
         let data_dir = config.data_dir.clone();
-        let control = ControlPlane::open(config).expect("control plane opens");
+        let control = open_waiting(config).expect("control plane opens");
         Self::serve(control, &data_dir, grpc).await
     }
 
